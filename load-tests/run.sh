@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Side-by-side load test on loopback, one run, bounded in time:
+#   direct      client → mock upstream
+#   passthrough client → Jimini with inspection off (plain reverse proxy)
+#   default     client → Jimini with the shipped packs + audit (the product as shipped)
+#   no-audit    default without the audit writer          (issue: audit on vs off ≥ 95%)
+#   tracing     default with OTLP tracing on, sampling 1.0 (issue: telemetry on vs off ≥ 95%)
+# Prints req/s, p50/p99 latency and the ratios. DURATION (s) and CONNS are tunable.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION="${DURATION:-8}"
+CONNS="${CONNS:-32}"
+OUT="load-tests/results"
+mkdir -p "$OUT"
+command -v wrk >/dev/null || scripts/setup.sh
+cargo build --release --locked --bin jimini >/dev/null
+BIN="$PWD/target/release/jimini"
+TMP="$(mktemp -d)"
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$TMP"; }
+trap cleanup EXIT
+
+port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 1 200); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
+
+MOCK=$(port)
+"$BIN" mock-upstream --listen "127.0.0.1:$MOCK" >/dev/null 2>&1 & PIDS+=($!)
+wait_port "$MOCK"
+
+start_jimini() { # name extra_yaml
+  local name="$1" extra="$2" p a
+  p=$(port); a=$(port)
+  mkdir -p "$TMP/$name"
+  cat > "$TMP/$name/jimini.yaml" <<YAML
+listen: 127.0.0.1:$p
+server: { threads: 1 }
+admin: { listen: 127.0.0.1:$a }
+upstreams:
+  - name: mock
+    base_url: http://127.0.0.1:$MOCK
+rules: { dir: $PWD/rules }
+audit: { dir: $TMP/$name/audit }
+telemetry: { log_level: warn }
+$extra
+YAML
+  "$BIN" serve -c "$TMP/$name/jimini.yaml" >"$TMP/$name/log" 2>&1 & PIDS+=($!)
+  wait_port "$p"
+  echo "$p"
+}
+
+P_PASS=$(start_jimini passthrough $'body: { inspect: false }\naudit: { enabled: false }' )
+P_DEF=$(start_jimini default "")
+P_NOAUD=$(start_jimini noaudit $'audit: { enabled: false }')
+P_TRACE=$(start_jimini tracing $'telemetry: { log_level: warn, otlp: { enabled: true, protocol: http_protobuf, endpoint: "http://127.0.0.1:9" } }')
+
+run() { # label port
+  local label="$1" port="$2" thr lat
+  # warm-up, then throughput at CONNS connections and latency on one connection
+  wrk -t1 -c4 -d1s -s load-tests/chat-2k.lua "http://127.0.0.1:$port" >/dev/null
+  thr=$(wrk -t2 -c"$CONNS" -d"${DURATION}s" -s load-tests/chat-2k.lua "http://127.0.0.1:$port" | awk '/Requests\/sec/ {print $2}')
+  lat=$(wrk -t1 -c1 -d"$((DURATION/2+1))s" --latency -s load-tests/chat-2k.lua "http://127.0.0.1:$port" \
+        | awk '$1=="50%"{p50=$2} $1=="99%"{p99=$2} END{print p50, p99}')
+  echo "$label $thr $lat"
+}
+
+
+{
+  run direct "$MOCK"
+  run passthrough "$P_PASS"
+  run default "$P_DEF"
+  run no-audit "$P_NOAUD"
+  run tracing "$P_TRACE"
+} > "$OUT/raw.txt"
+
+python3 - "$OUT/raw.txt" <<'PY' | tee "$OUT/summary.txt"
+import re, sys
+def us(v):
+    m = re.match(r'([0-9.]+)(us|ms|s)$', v); return float(m.group(1)) * {'us':1,'ms':1000,'s':1e6}[m.group(2)]
+rows = {}
+for line in open(sys.argv[1]):
+    label, rps, p50, p99 = line.split()
+    rows[label] = (float(rps), us(p50), us(p99))
+print(f"{'target':<12} {'req/s':>10} {'p50 µs':>9} {'p99 µs':>9}")
+for k, (r, a, b) in rows.items():
+    print(f"{k:<12} {r:>10.0f} {a:>9.0f} {b:>9.0f}")
+d, p, f, na, tr = (rows[k] for k in ("direct", "passthrough", "default", "no-audit", "tracing"))
+print()
+print(f"default / passthrough throughput : {f[0]/p[0]*100:5.1f} %   (target ≥ 70 %)")
+print(f"audit on / off throughput        : {f[0]/na[0]*100:5.1f} %   (target ≥ 95 %)")
+print(f"tracing on / off throughput      : {tr[0]/f[0]*100:5.1f} %   (target ≥ 95 %)")
+print(f"added p50 (default − direct)     : {f[1]-d[1]:6.0f} µs (target ≤ 100 µs)")
+print(f"added p99 (default − direct)     : {f[2]-d[2]:6.0f} µs (target ≤ 1000 µs)")
+PY

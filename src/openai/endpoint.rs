@@ -1,0 +1,160 @@
+//! Endpoint detection from a request path: which OpenAI-compatible (or Anthropic) API a request
+//! targets, independent of any mount prefix (`/v1`, `/api/v1`, `/openai/deployments/NAME`, …).
+//! Unknown paths are `Other` and must be passed through untouched by the caller.
+
+/// The API family a request path addresses. Decides which body fields carry content.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Endpoint {
+    /// `…/chat/completions`
+    ChatCompletions,
+    /// `…/completions` (legacy text completions, also `…/engines/ID/completions`)
+    Completions,
+    /// `…/responses` (creation only; `…/responses/{id}` and sub-resources are `Other`)
+    Responses,
+    /// `…/embeddings`
+    Embeddings,
+    /// `…/messages` (Anthropic Messages API)
+    AnthropicMessages,
+    /// `…/models` and `…/models/{id}`
+    Models,
+    /// Anything else: passed through untouched.
+    Other,
+}
+
+/// Gemini-native verbs appended to a model id (`/models/gemini-pro:generateContent`); such paths
+/// carry content and are not model listings, so they must not be classified as `Models`.
+const MODEL_VERBS: &[&str] = &[
+    ":generateContent",
+    ":streamGenerateContent",
+    ":countTokens",
+    ":embedContent",
+    ":batchEmbedContents",
+    ":predict",
+];
+
+impl Endpoint {
+    /// Classifies `path` by its trailing segments. The query string and fragment are ignored, as are
+    /// empty segments (`//`, trailing `/`), so any prefix works.
+    pub fn from_path(path: &str) -> Endpoint {
+        let path = match path.find(['?', '#']) {
+            Some(i) => &path[..i],
+            None => path,
+        };
+        // Walk the last three non-empty segments from the end without allocating.
+        let mut segs = path.rsplit('/').filter(|s| !s.is_empty());
+        let last = segs.next();
+        let prev = segs.next();
+        let prev2 = segs.next();
+        match (prev2, prev, last) {
+            (_, Some("chat"), Some("completions")) => Endpoint::ChatCompletions,
+            (_, _, Some("completions")) => Endpoint::Completions,
+            (_, _, Some("responses")) => Endpoint::Responses,
+            (_, _, Some("embeddings")) => Endpoint::Embeddings,
+            // OpenAI sub-resources that also end in `/messages` (Assistants threads, stored chat
+            // completions) are not Anthropic requests.
+            (Some("threads" | "completions"), Some(_), Some("messages")) => Endpoint::Other,
+            (_, _, Some("messages")) => Endpoint::AnthropicMessages,
+            (_, _, Some("models")) => Endpoint::Models,
+            (_, Some("models"), Some(id)) if !MODEL_VERBS.iter().any(|v| id.ends_with(v)) => {
+                Endpoint::Models
+            }
+            _ => Endpoint::Other,
+        }
+    }
+
+    /// Stable route label used by rules scopes, metrics and audit records.
+    pub fn route(&self) -> &'static str {
+        match self {
+            Endpoint::ChatCompletions => "chat",
+            Endpoint::Completions => "completions",
+            Endpoint::Responses => "responses",
+            Endpoint::Embeddings => "embeddings",
+            Endpoint::AnthropicMessages => "messages",
+            Endpoint::Models => "models",
+            Endpoint::Other => "other",
+        }
+    }
+
+    /// True for endpoints whose request bodies carry content that must be scanned.
+    pub fn has_content(&self) -> bool {
+        !matches!(self, Endpoint::Models | Endpoint::Other)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Endpoint::{self, *};
+
+    #[test]
+    fn from_path_table() {
+        let cases: &[(&str, Endpoint)] = &[
+            ("/v1/chat/completions", ChatCompletions),
+            ("/chat/completions", ChatCompletions),
+            (
+                "/v1/chat/completions?api-version=2024-10-21",
+                ChatCompletions,
+            ),
+            (
+                "/openai/deployments/gpt4o/chat/completions?api-version=2024-10-21",
+                ChatCompletions,
+            ),
+            ("/api/v1/chat/completions", ChatCompletions),
+            ("/v1/chat/completions/", ChatCompletions),
+            ("//v1//chat//completions", ChatCompletions),
+            ("/v1/completions", Completions),
+            ("/v1/engines/davinci/completions", Completions),
+            ("/openai/deployments/x/completions", Completions),
+            ("/v1/responses", Responses),
+            ("/openai/v1/responses?x=1", Responses),
+            ("/v1/responses/resp_123", Other),
+            ("/v1/responses/resp_123/cancel", Other),
+            ("/v1/responses/resp_123/input_items", Other),
+            ("/v1/embeddings", Embeddings),
+            (
+                "/openai/deployments/emb/embeddings?api-version=1",
+                Embeddings,
+            ),
+            ("/v1/messages", AnthropicMessages),
+            ("/anthropic/v1/messages?beta=true", AnthropicMessages),
+            ("/v1/messages/count_tokens", Other),
+            ("/v1/threads/thread_abc/messages", Other),
+            ("/v1/chat/completions/chatcmpl-1/messages", Other),
+            ("/v1/chat/completions/chatcmpl-1", Other),
+            ("/v1/models", Models),
+            ("/v1/models/gpt-4o", Models),
+            ("/v1/models/ft:gpt-4o-mini:org::abc123", Models),
+            ("/v1beta/models/gemini-pro:generateContent", Other),
+            ("/v1/models/x/extra", Other),
+            ("/v1/audio/speech", Other),
+            ("/v1/files", Other),
+            ("/", Other),
+            ("", Other),
+            ("/v1/xcompletions", Other),
+            ("/v1/chatcompletions", Other),
+            ("/v1/foochat/completions", Completions),
+            ("/v1/chat/completions#frag", ChatCompletions),
+        ];
+        for (path, want) in cases {
+            assert_eq!(Endpoint::from_path(path), *want, "path {path:?}");
+        }
+    }
+
+    #[test]
+    fn routes() {
+        let all = [
+            (ChatCompletions, "chat"),
+            (Completions, "completions"),
+            (Responses, "responses"),
+            (Embeddings, "embeddings"),
+            (AnthropicMessages, "messages"),
+            (Models, "models"),
+            (Other, "other"),
+        ];
+        for (ep, r) in all {
+            assert_eq!(ep.route(), r);
+        }
+        assert!(ChatCompletions.has_content());
+        assert!(!Models.has_content());
+        assert!(!Other.has_content());
+    }
+}

@@ -1,0 +1,2075 @@
+//! `SseRewriter`: runs the content deltas of a streamed response (Chat/Completions chunks, Responses
+//! API events, Anthropic Messages events) through a [`StreamFilter`], flushes held-back text in
+//! synthesized delta events just before the event that ends a field, keeps complete texts repeated
+//! in `*.done` events consistent, tracks usage, and ends the stream with an error event on `stop()`.
+//!
+//! Events that are not changed are re-emitted byte for byte; changed events keep their framing and
+//! only their data is re-serialized. Work per event is proportional to its size.
+
+use super::sse::{SseError, SseEvent, SseItem, SseSplitter, DEFAULT_MAX_EVENT_BYTES};
+use super::walker::{Side, Walk};
+use super::{errors, Endpoint, StreamFilter, TextFilter, Usage};
+use serde_json::{json, Map, Value};
+
+/// Responses API delta event kinds handled as streamed fields.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RespKind {
+    OutputText,
+    Refusal,
+    FunctionArgs,
+    CustomInput,
+    ReasoningSummary,
+}
+
+/// (delta event type, kind, done event type, field of the done event holding the whole text)
+const RESP_FIELDS: &[(&str, RespKind, &str, &str)] = &[
+    (
+        "response.output_text.delta",
+        RespKind::OutputText,
+        "response.output_text.done",
+        "text",
+    ),
+    (
+        "response.refusal.delta",
+        RespKind::Refusal,
+        "response.refusal.done",
+        "refusal",
+    ),
+    (
+        "response.function_call_arguments.delta",
+        RespKind::FunctionArgs,
+        "response.function_call_arguments.done",
+        "arguments",
+    ),
+    (
+        "response.custom_tool_call_input.delta",
+        RespKind::CustomInput,
+        "response.custom_tool_call_input.done",
+        "input",
+    ),
+    (
+        "response.reasoning_summary_text.delta",
+        RespKind::ReasoningSummary,
+        "response.reasoning_summary_text.done",
+        "text",
+    ),
+];
+
+/// One streamed content field of one choice / output item / content block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Field {
+    /// A string directly under a chat choice's `delta`.
+    ChatDelta {
+        choice: u64,
+        name: DeltaText,
+    },
+    ChatTool {
+        choice: u64,
+        tool: u64,
+    },
+    ChatCustom {
+        choice: u64,
+        tool: u64,
+    },
+    ChatFunction {
+        choice: u64,
+    },
+    CompletionText {
+        choice: u64,
+    },
+    Resp {
+        kind: RespKind,
+        output: u64,
+        part: u64,
+    },
+    AnthText {
+        block: u64,
+    },
+    AnthJson {
+        block: u64,
+    },
+}
+
+/// String fields directly under a chat `delta`. `reasoning_content` (DeepSeek, vLLM) and
+/// `reasoning` (OpenRouter and others) carry model-written text shown to users.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum DeltaText {
+    Content,
+    Refusal,
+    ReasoningContent,
+    Reasoning,
+}
+
+const DELTA_TEXTS: [DeltaText; 4] = [
+    DeltaText::Content,
+    DeltaText::Refusal,
+    DeltaText::ReasoningContent,
+    DeltaText::Reasoning,
+];
+
+impl DeltaText {
+    fn key(self) -> &'static str {
+        match self {
+            DeltaText::Content => "content",
+            DeltaText::Refusal => "refusal",
+            DeltaText::ReasoningContent => "reasoning_content",
+            DeltaText::Reasoning => "reasoning",
+        }
+    }
+}
+
+/// Fields that end together (a choice's `finish_reason`, an output item, a content block).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Group {
+    Choice(u64),
+    Output(u64),
+    Block(u64),
+}
+
+const IDX_MASK: u64 = (1 << 28) - 1;
+
+impl Field {
+    /// Stable filter key: field kind in the top byte, two 28-bit indices below. Indices beyond
+    /// 2^28 (never produced by real providers) would alias.
+    fn key(self) -> u64 {
+        let (kind, a, b) = match self {
+            Field::ChatDelta { choice, name } => (
+                match name {
+                    DeltaText::Content => 1,
+                    DeltaText::Refusal => 2,
+                    DeltaText::ReasoningContent => 14,
+                    DeltaText::Reasoning => 15,
+                },
+                choice,
+                0,
+            ),
+            Field::ChatTool { choice, tool } => (3, choice, tool),
+            Field::ChatCustom { choice, tool } => (4, choice, tool),
+            Field::ChatFunction { choice } => (5, choice, 0),
+            Field::CompletionText { choice } => (6, choice, 0),
+            Field::Resp { kind, output, part } => (
+                match kind {
+                    RespKind::OutputText => 7,
+                    RespKind::Refusal => 8,
+                    RespKind::FunctionArgs => 9,
+                    RespKind::CustomInput => 10,
+                    RespKind::ReasoningSummary => 11,
+                },
+                output,
+                part,
+            ),
+            Field::AnthText { block } => (12, block, 0),
+            Field::AnthJson { block } => (13, block, 0),
+        };
+        (kind << 56) | ((a & IDX_MASK) << 28) | (b & IDX_MASK)
+    }
+
+    fn group(self) -> Group {
+        match self {
+            Field::ChatDelta { choice, .. }
+            | Field::ChatTool { choice, .. }
+            | Field::ChatCustom { choice, .. }
+            | Field::ChatFunction { choice }
+            | Field::CompletionText { choice } => Group::Choice(choice),
+            Field::Resp { output, .. } => Group::Output(output),
+            Field::AnthText { block } | Field::AnthJson { block } => Group::Block(block),
+        }
+    }
+}
+
+/// The last delta event of a field: the shape for a synthesized flush event.
+struct Template {
+    event: Option<String>,
+    eol: &'static str,
+    value: Value,
+}
+
+struct Active {
+    field: Field,
+    template: Template,
+}
+
+/// Why the stream ends early.
+enum Stop {
+    Policy { code: String, message: String },
+    TooLarge { limit: usize },
+}
+
+type Flow<T> = Result<T, Stop>;
+
+fn check(f: &dyn StreamFilter) -> Flow<()> {
+    match f.stop() {
+        Some((code, message)) => Err(Stop::Policy { code, message }),
+        None => Ok(()),
+    }
+}
+
+/// `TextFilter` over `StreamFilter::whole`, for complete texts inside events; after a stop it
+/// leaves everything alone (the event is dropped anyway).
+struct Whole<'a> {
+    f: &'a mut dyn StreamFilter,
+    stop: Option<(String, String)>,
+}
+
+impl TextFilter for Whole<'_> {
+    fn filter(&mut self, text: &str) -> Option<String> {
+        if self.stop.is_some() {
+            return None;
+        }
+        let r = self.f.whole(text);
+        self.stop = self.f.stop();
+        r
+    }
+}
+
+/// Runs `walk` over `v` with `StreamFilter::whole`; returns whether anything changed.
+fn walk_whole(
+    f: &mut dyn StreamFilter,
+    v: Option<&mut Value>,
+    walk: impl FnOnce(&mut Walk<'_>, &mut Value),
+) -> Flow<bool> {
+    let Some(v) = v else { return Ok(false) };
+    let mut w = Whole { f, stop: None };
+    let changed = {
+        let mut walker = Walk::new(&mut w);
+        walk(&mut walker, v);
+        walker.changed
+    };
+    match w.stop {
+        Some((code, message)) => Err(Stop::Policy { code, message }),
+        None => Ok(changed),
+    }
+}
+
+/// Event `type`s the rewriter acts on, as `'static` so dispatch does not borrow the event.
+const HANDLED_TYPES: &[&str] = &[
+    "response.output_text.delta",
+    "response.output_text.done",
+    "response.refusal.delta",
+    "response.refusal.done",
+    "response.function_call_arguments.delta",
+    "response.function_call_arguments.done",
+    "response.custom_tool_call_input.delta",
+    "response.custom_tool_call_input.done",
+    "response.reasoning_summary_text.delta",
+    "response.reasoning_summary_text.done",
+    "response.content_part.added",
+    "response.content_part.done",
+    "response.reasoning_summary_part.added",
+    "response.reasoning_summary_part.done",
+    "response.output_item.added",
+    "response.output_item.done",
+    "response.created",
+    "response.in_progress",
+    "response.queued",
+    "response.completed",
+    "response.incomplete",
+    "response.failed",
+    "message_start",
+    "content_block_start",
+    "content_block_delta",
+    "content_block_stop",
+    "message_delta",
+    "message_stop",
+];
+
+fn handled_type(v: &Value) -> Option<&'static str> {
+    let t = v.get("type")?.as_str()?;
+    HANDLED_TYPES.iter().copied().find(|k| *k == t)
+}
+
+fn index_of(v: &Value, pos: usize) -> u64 {
+    v.get("index").and_then(Value::as_u64).unwrap_or(pos as u64)
+}
+
+fn u64_at(v: &Value, key: &str) -> u64 {
+    v.get(key).and_then(Value::as_u64).unwrap_or(0)
+}
+
+fn eol_static(b: &[u8]) -> &'static str {
+    match b {
+        b"\r\n" => "\r\n",
+        b"\r" => "\r",
+        _ => "\n",
+    }
+}
+
+/// Pushes a non-empty string slot through the filter and records the field as touched.
+fn push_slot(
+    f: &mut dyn StreamFilter,
+    field: Field,
+    slot: Option<&mut Value>,
+    changed: &mut bool,
+    touched: &mut Vec<Field>,
+) -> Flow<()> {
+    let Some(Value::String(s)) = slot else {
+        return Ok(());
+    };
+    if s.is_empty() {
+        return Ok(());
+    }
+    let out = f.push(field.key(), s);
+    check(f)?;
+    if out != *s {
+        *s = out;
+        *changed = true;
+    }
+    if !touched.contains(&field) {
+        touched.push(field);
+    }
+    Ok(())
+}
+
+fn choice_mut(v: &mut Value, choice: u64) -> Option<&mut Value> {
+    v.get_mut("choices")?
+        .as_array_mut()?
+        .iter_mut()
+        .enumerate()
+        .find(|(pos, c)| index_of(c, *pos) == choice)
+        .map(|(_, c)| c)
+}
+
+fn tool_mut(v: &mut Value, choice: u64, tool: u64) -> Option<&mut Value> {
+    choice_mut(v, choice)?
+        .get_mut("delta")?
+        .get_mut("tool_calls")?
+        .as_array_mut()?
+        .iter_mut()
+        .enumerate()
+        .find(|(pos, t)| index_of(t, *pos) == tool)
+        .map(|(_, t)| t)
+}
+
+/// The string slot of `field` inside an event value.
+fn slot_mut(v: &mut Value, field: Field) -> Option<&mut Value> {
+    match field {
+        Field::ChatDelta { choice, name } => {
+            choice_mut(v, choice)?.get_mut("delta")?.get_mut(name.key())
+        }
+        Field::ChatTool { choice, tool } => tool_mut(v, choice, tool)?
+            .get_mut("function")?
+            .get_mut("arguments"),
+        Field::ChatCustom { choice, tool } => tool_mut(v, choice, tool)?
+            .get_mut("custom")?
+            .get_mut("input"),
+        Field::ChatFunction { choice } => choice_mut(v, choice)?
+            .get_mut("delta")?
+            .get_mut("function_call")?
+            .get_mut("arguments"),
+        Field::CompletionText { choice } => choice_mut(v, choice)?.get_mut("text"),
+        Field::Resp { .. } => v.get_mut("delta"),
+        Field::AnthText { .. } => v.get_mut("delta")?.get_mut("text"),
+        Field::AnthJson { .. } => v.get_mut("delta")?.get_mut("partial_json"),
+    }
+}
+
+/// A chat/completions chunk reduced to one choice carrying only `field` (text empty).
+fn reduce_chunk(template: &Value, field: Field, choice: u64) -> Value {
+    let Some(obj) = template.as_object() else {
+        return template.clone();
+    };
+    let mut out = Map::with_capacity(obj.len());
+    for (k, val) in obj {
+        match k.as_str() {
+            "choices" => {
+                let (slot_key, slot) = match field {
+                    Field::ChatDelta { name, .. } => {
+                        let mut d = Map::new();
+                        d.insert(name.key().into(), json!(""));
+                        ("delta", Value::Object(d))
+                    }
+                    Field::ChatTool { tool, .. } => (
+                        "delta",
+                        json!({"tool_calls": [{"index": tool, "function": {"arguments": ""}}]}),
+                    ),
+                    Field::ChatCustom { tool, .. } => (
+                        "delta",
+                        json!({"tool_calls": [{"index": tool, "custom": {"input": ""}}]}),
+                    ),
+                    Field::ChatFunction { .. } => {
+                        ("delta", json!({"function_call": {"arguments": ""}}))
+                    }
+                    _ => ("text", json!("")),
+                };
+                let mut slot = Some(slot);
+                let mut c = Map::new();
+                let found = val.as_array().and_then(|cs| {
+                    cs.iter()
+                        .enumerate()
+                        .find(|(pos, c)| index_of(c, *pos) == choice)
+                        .and_then(|(_, c)| c.as_object())
+                });
+                for (ck, cv) in found.into_iter().flatten() {
+                    // Same key order as the template; only the text slot is replaced.
+                    let v = match ck.as_str() {
+                        key if key == slot_key => slot.take().unwrap_or(Value::Null),
+                        "delta" | "text" => continue,
+                        "finish_reason" | "logprobs" => Value::Null,
+                        _ => cv.clone(),
+                    };
+                    c.insert(ck.clone(), v);
+                }
+                if !c.contains_key("index") {
+                    c.insert("index".into(), json!(choice));
+                }
+                if let Some(slot) = slot {
+                    c.insert(slot_key.into(), slot);
+                }
+                out.insert(k.clone(), Value::Array(vec![Value::Object(c)]));
+            }
+            // Usage belongs to the final chunk only; never repeat it.
+            "usage" if !val.is_null() => {
+                out.insert(k.clone(), Value::Null);
+            }
+            _ => {
+                out.insert(k.clone(), val.clone());
+            }
+        }
+    }
+    Value::Object(out)
+}
+
+fn write_event(out: &mut Vec<u8>, event: Option<&str>, data: &[u8], eol: &str) {
+    if let Some(e) = event {
+        out.extend_from_slice(b"event: ");
+        out.extend_from_slice(e.as_bytes());
+        out.extend_from_slice(eol.as_bytes());
+    }
+    out.extend_from_slice(b"data: ");
+    out.extend_from_slice(data);
+    out.extend_from_slice(eol.as_bytes());
+    out.extend_from_slice(eol.as_bytes());
+}
+
+/// Anthropic usage arrives in pieces (message_start, then cumulative message_delta).
+#[derive(Default)]
+struct AnthropicUsage {
+    input: Option<u64>,
+    cache_creation: Option<u64>,
+    cache_read: Option<u64>,
+    output: Option<u64>,
+}
+
+impl AnthropicUsage {
+    fn merge(&mut self, u: &Value) -> Option<Usage> {
+        let get = |k: &str| u.get(k).and_then(Value::as_u64);
+        let mut any = false;
+        for (slot, key) in [
+            (&mut self.input, "input_tokens"),
+            (&mut self.cache_creation, "cache_creation_input_tokens"),
+            (&mut self.cache_read, "cache_read_input_tokens"),
+            (&mut self.output, "output_tokens"),
+        ] {
+            if let Some(n) = get(key) {
+                *slot = Some(n);
+                any = true;
+            }
+        }
+        any.then(|| {
+            let prompt = self.input.unwrap_or(0)
+                + self.cache_creation.unwrap_or(0)
+                + self.cache_read.unwrap_or(0);
+            let completion = self.output.unwrap_or(0);
+            Usage {
+                prompt_tokens: prompt,
+                completion_tokens: completion,
+                total_tokens: prompt + completion,
+            }
+        })
+    }
+}
+
+/// Everything but the splitter, so the splitter's callback can borrow it mutably.
+struct State {
+    ep: Endpoint,
+    active: Vec<Active>,
+    usage: Option<Usage>,
+    anthropic: AnthropicUsage,
+    stopped: bool,
+    /// Framing owed by a trailing partial event before anything else may be written.
+    pending_term: Vec<u8>,
+}
+
+/// What handling one JSON event produced.
+#[derive(Default)]
+struct Outcome {
+    /// Synthesized flush events, emitted before the event.
+    pre: Vec<u8>,
+    changed: bool,
+    /// Fields with a delta in this event that are still open (their template becomes this event).
+    touched: Vec<Field>,
+}
+
+impl State {
+    fn begin(&mut self, out: &mut Vec<u8>) {
+        if !self.pending_term.is_empty() {
+            out.append(&mut self.pending_term);
+        }
+    }
+
+    fn on_item(
+        &mut self,
+        item: SseItem<'_>,
+        f: &mut dyn StreamFilter,
+        out: &mut Vec<u8>,
+    ) -> Flow<()> {
+        match item {
+            SseItem::Raw(b) => {
+                out.extend_from_slice(b);
+                Ok(())
+            }
+            SseItem::Event(ev) => self.on_event(&ev, f, out),
+        }
+    }
+
+    fn emit_raw(&mut self, ev: &SseEvent<'_>, out: &mut Vec<u8>) {
+        self.begin(out);
+        out.extend_from_slice(ev.raw());
+        self.pending_term = ev.missing_terminator();
+    }
+
+    fn emit_data(&mut self, ev: &SseEvent<'_>, data: &[u8], out: &mut Vec<u8>) {
+        self.begin(out);
+        ev.write_with_data(data, out);
+        self.pending_term = ev.missing_terminator();
+    }
+
+    fn on_event(
+        &mut self,
+        ev: &SseEvent<'_>,
+        f: &mut dyn StreamFilter,
+        out: &mut Vec<u8>,
+    ) -> Flow<()> {
+        if !ev.has_data() {
+            self.emit_raw(ev, out);
+            return Ok(());
+        }
+        let data = ev.data();
+        if data.trim_ascii() == b"[DONE]" {
+            let pre = self.flush(f, |_| true)?;
+            self.begin(out);
+            out.extend_from_slice(&pre);
+            self.emit_raw(ev, out);
+            return Ok(());
+        }
+        let parsed = std::str::from_utf8(&data)
+            .ok()
+            .and_then(|s| serde_json::from_str::<Value>(s).ok())
+            .filter(Value::is_object);
+        let Some(mut v) = parsed else {
+            if data.is_empty() {
+                self.emit_raw(ev, out);
+                return Ok(());
+            }
+            // Not a JSON object: unknown payload, scan it as one opaque text.
+            let text = String::from_utf8_lossy(&data);
+            let r = f.whole(&text);
+            check(f)?;
+            match r {
+                Some(new) if new != text => self.emit_data(ev, new.as_bytes(), out),
+                _ => self.emit_raw(ev, out),
+            }
+            return Ok(());
+        };
+        let outcome = match handled_type(&v) {
+            Some(t) if t.starts_with("response.") => self.on_responses(t, &mut v, f)?,
+            Some(t) => self.on_anthropic(t, &mut v, f, eol_static(ev.eol()))?,
+            None if v.get("choices").is_some() => self.on_choices(&mut v, f)?,
+            _ => Outcome::default(),
+        };
+        self.begin(out);
+        out.extend_from_slice(&outcome.pre);
+        if outcome.changed {
+            // Serialising a Value cannot fail; fall back to the original bytes if it ever did.
+            match serde_json::to_vec(&v) {
+                Ok(bytes) => self.emit_data(ev, &bytes, out),
+                Err(_) => self.emit_raw(ev, out),
+            }
+        } else {
+            self.emit_raw(ev, out);
+        }
+        self.register(outcome.touched, v, ev);
+        Ok(())
+    }
+
+    /// Makes `v` the template of every still-open field it carried a delta for.
+    fn register(&mut self, touched: Vec<Field>, v: Value, ev: &SseEvent<'_>) {
+        let name = ev.event_type();
+        let lossy = |n: &[u8]| String::from_utf8_lossy(n).into_owned();
+        let eol = eol_static(ev.eol());
+        let n = touched.len();
+        let mut v = Some(v);
+        for (i, field) in touched.into_iter().enumerate() {
+            let value = if i + 1 == n { v.take() } else { v.clone() }.unwrap_or(Value::Null);
+            match self.active.iter_mut().find(|a| a.field == field) {
+                Some(a) => {
+                    a.template.value = value;
+                    a.template.eol = eol;
+                    // Reuse the stored name: no allocation per delta event.
+                    if a.template.event.as_deref().map(str::as_bytes) != name {
+                        a.template.event = name.map(lossy);
+                    }
+                }
+                None => self.active.push(Active {
+                    field,
+                    template: Template {
+                        event: name.map(lossy),
+                        eol,
+                        value,
+                    },
+                }),
+            }
+        }
+    }
+
+    fn set_template(&mut self, field: Field, template: Template) {
+        match self.active.iter_mut().find(|a| a.field == field) {
+            Some(a) => a.template = template,
+            None => self.active.push(Active { field, template }),
+        }
+    }
+
+    /// Finishes every open field matching `pred` (in first-seen order) and returns the
+    /// synthesized delta events carrying their held-back text.
+    fn flush(&mut self, f: &mut dyn StreamFilter, pred: impl Fn(Field) -> bool) -> Flow<Vec<u8>> {
+        let mut pre = Vec::new();
+        let mut i = 0;
+        while i < self.active.len() {
+            if !pred(self.active[i].field) {
+                i += 1;
+                continue;
+            }
+            let a = self.active.remove(i);
+            let text = f.finish(a.field.key());
+            check(f)?;
+            if !text.is_empty() {
+                synthesize(&a, text, &mut pre);
+            }
+        }
+        Ok(pre)
+    }
+
+    fn on_choices(&mut self, v: &mut Value, f: &mut dyn StreamFilter) -> Flow<Outcome> {
+        let mut o = Outcome::default();
+        let mut finishing: Vec<u64> = Vec::new();
+        if let Some(Value::Array(choices)) = v.get_mut("choices") {
+            for (pos, choice) in choices.iter_mut().enumerate() {
+                let ci = index_of(choice, pos);
+                if let Some(delta) = choice.get_mut("delta") {
+                    let (c, t) = (&mut o.changed, &mut o.touched);
+                    for name in DELTA_TEXTS {
+                        let field = Field::ChatDelta { choice: ci, name };
+                        push_slot(f, field, delta.get_mut(name.key()), c, t)?;
+                    }
+                    if let Some(Value::Array(calls)) = delta.get_mut("tool_calls") {
+                        for (tpos, tc) in calls.iter_mut().enumerate() {
+                            let ti = index_of(tc, tpos);
+                            let args = tc.get_mut("function").and_then(|x| x.get_mut("arguments"));
+                            push_slot(
+                                f,
+                                Field::ChatTool {
+                                    choice: ci,
+                                    tool: ti,
+                                },
+                                args,
+                                c,
+                                t,
+                            )?;
+                            let input = tc.get_mut("custom").and_then(|x| x.get_mut("input"));
+                            push_slot(
+                                f,
+                                Field::ChatCustom {
+                                    choice: ci,
+                                    tool: ti,
+                                },
+                                input,
+                                c,
+                                t,
+                            )?;
+                        }
+                    }
+                    let fc = delta
+                        .get_mut("function_call")
+                        .and_then(|x| x.get_mut("arguments"));
+                    push_slot(f, Field::ChatFunction { choice: ci }, fc, c, t)?;
+                }
+                push_slot(
+                    f,
+                    Field::CompletionText { choice: ci },
+                    choice.get_mut("text"),
+                    &mut o.changed,
+                    &mut o.touched,
+                )?;
+                if choice.get("finish_reason").is_some_and(|r| !r.is_null()) {
+                    finishing.push(ci);
+                }
+            }
+        }
+        for ci in finishing {
+            // Held text of fields continued in this very chunk is appended in place (it follows
+            // this chunk's text); the others get a synthesized chunk before this one.
+            let in_place: Vec<Field> = o
+                .touched
+                .iter()
+                .copied()
+                .filter(|fl| fl.group() == Group::Choice(ci))
+                .collect();
+            for field in &in_place {
+                self.active.retain(|a| a.field != *field);
+                let text = f.finish(field.key());
+                check(f)?;
+                if !text.is_empty() {
+                    if let Some(Value::String(s)) = slot_mut(v, *field) {
+                        s.push_str(&text);
+                        o.changed = true;
+                    }
+                }
+            }
+            o.touched.retain(|fl| !in_place.contains(fl));
+            let pre = self.flush(f, |fl| fl.group() == Group::Choice(ci))?;
+            o.pre.extend_from_slice(&pre);
+        }
+        if let Some(u) = v.get("usage").and_then(Usage::from_value) {
+            self.usage = Some(u);
+        }
+        Ok(o)
+    }
+
+    fn on_responses(&mut self, t: &str, v: &mut Value, f: &mut dyn StreamFilter) -> Flow<Outcome> {
+        let mut o = Outcome::default();
+        let output = u64_at(v, "output_index");
+        let part_of = |kind: RespKind, v: &Value| match kind {
+            RespKind::OutputText | RespKind::Refusal => u64_at(v, "content_index"),
+            RespKind::ReasoningSummary => u64_at(v, "summary_index"),
+            RespKind::FunctionArgs | RespKind::CustomInput => 0,
+        };
+        if let Some(&(_, kind, _, _)) = RESP_FIELDS.iter().find(|r| r.0 == t) {
+            let field = Field::Resp {
+                kind,
+                output,
+                part: part_of(kind, v),
+            };
+            push_slot(f, field, v.get_mut("delta"), &mut o.changed, &mut o.touched)?;
+            return Ok(o);
+        }
+        if let Some(&(_, kind, _, key)) = RESP_FIELDS.iter().find(|r| r.2 == t) {
+            let field = Field::Resp {
+                kind,
+                output,
+                part: part_of(kind, v),
+            };
+            o.pre = self.flush(f, |fl| fl == field)?;
+            o.changed = walk_whole(f, v.get_mut(key), |w, s| w.string(s))?;
+            return Ok(o);
+        }
+        match t {
+            "response.content_part.done" | "response.reasoning_summary_part.done" => {
+                let (kinds, part): (&[RespKind], u64) = if t == "response.content_part.done" {
+                    (
+                        &[RespKind::OutputText, RespKind::Refusal],
+                        u64_at(v, "content_index"),
+                    )
+                } else {
+                    (&[RespKind::ReasoningSummary], u64_at(v, "summary_index"))
+                };
+                o.pre = self.flush(f, |fl| {
+                    kinds
+                        .iter()
+                        .any(|&kind| fl == Field::Resp { kind, output, part })
+                })?;
+                o.changed = walk_whole(f, v.get_mut("part"), |w, p| w.part(p))?;
+            }
+            "response.content_part.added" | "response.reasoning_summary_part.added" => {
+                o.changed = walk_whole(f, v.get_mut("part"), |w, p| w.part(p))?;
+            }
+            "response.output_item.done" => {
+                o.pre = self.flush(f, |fl| fl.group() == Group::Output(output))?;
+                o.changed = walk_whole(f, v.get_mut("item"), |w, i| {
+                    w.responses_item(i, Side::Response)
+                })?;
+            }
+            "response.output_item.added" => {
+                o.changed = walk_whole(f, v.get_mut("item"), |w, i| {
+                    w.responses_item(i, Side::Response)
+                })?;
+            }
+            "response.completed" | "response.incomplete" | "response.failed" => {
+                o.pre = self.flush(f, |_| true)?;
+                o.changed = walk_whole(f, v.get_mut("response"), |w, r| {
+                    w.response(Endpoint::Responses, r)
+                })?;
+                if let Some(u) = v
+                    .get("response")
+                    .and_then(|r| r.get("usage"))
+                    .and_then(Usage::from_value)
+                {
+                    self.usage = Some(u);
+                }
+            }
+            "response.created" | "response.in_progress" | "response.queued" => {
+                o.changed = walk_whole(f, v.get_mut("response"), |w, r| {
+                    w.response(Endpoint::Responses, r)
+                })?;
+            }
+            _ => {}
+        }
+        Ok(o)
+    }
+
+    fn on_anthropic(
+        &mut self,
+        t: &str,
+        v: &mut Value,
+        f: &mut dyn StreamFilter,
+        eol: &'static str,
+    ) -> Flow<Outcome> {
+        let mut o = Outcome::default();
+        let block = u64_at(v, "index");
+        match t {
+            "message_start" => {
+                let msg = v.get_mut("message");
+                o.changed = walk_whole(f, msg, |w, m| w.response(Endpoint::AnthropicMessages, m))?;
+                if let Some(u) = v.get("message").and_then(|m| m.get("usage")) {
+                    if let Some(u) = self.anthropic.merge(u) {
+                        self.usage = Some(u);
+                    }
+                }
+            }
+            "content_block_start" => {
+                let Some(cb) = v.get_mut("content_block") else {
+                    return Ok(o);
+                };
+                if cb.get("type").and_then(Value::as_str) == Some("text") {
+                    // Initial text (normally empty) is the start of the streamed block text.
+                    let field = Field::AnthText { block };
+                    let mut touched = Vec::new();
+                    push_slot(f, field, cb.get_mut("text"), &mut o.changed, &mut touched)?;
+                    if !touched.is_empty() && !self.active.iter().any(|a| a.field == field) {
+                        let value = json!({"type": "content_block_delta", "index": block,
+                            "delta": {"type": "text_delta", "text": ""}});
+                        self.set_template(
+                            field,
+                            Template {
+                                event: Some("content_block_delta".into()),
+                                eol,
+                                value,
+                            },
+                        );
+                    }
+                } else {
+                    o.changed = walk_whole(f, Some(cb), |w, b| w.anthropic_block(b))?;
+                }
+            }
+            "content_block_delta" => {
+                let Some(delta) = v.get_mut("delta") else {
+                    return Ok(o);
+                };
+                match delta.get("type").and_then(Value::as_str) {
+                    Some("text_delta") => push_slot(
+                        f,
+                        Field::AnthText { block },
+                        delta.get_mut("text"),
+                        &mut o.changed,
+                        &mut o.touched,
+                    )?,
+                    Some("input_json_delta") => push_slot(
+                        f,
+                        Field::AnthJson { block },
+                        delta.get_mut("partial_json"),
+                        &mut o.changed,
+                        &mut o.touched,
+                    )?,
+                    _ => {}
+                }
+            }
+            "content_block_stop" => {
+                o.pre = self.flush(f, |fl| fl.group() == Group::Block(block))?;
+            }
+            "message_delta" => {
+                if let Some(u) = v.get("usage") {
+                    if let Some(u) = self.anthropic.merge(u) {
+                        self.usage = Some(u);
+                    }
+                }
+                let stop = v.get("delta").and_then(|d| d.get("stop_reason"));
+                if stop.is_some_and(|r| !r.is_null()) {
+                    o.pre = self.flush(f, |_| true)?;
+                }
+            }
+            "message_stop" => {
+                o.pre = self.flush(f, |_| true)?;
+            }
+            _ => {}
+        }
+        Ok(o)
+    }
+
+    fn stop(&mut self, why: Stop, out: &mut Vec<u8>) {
+        self.begin(out);
+        let ev = match why {
+            Stop::Policy { code, message } => {
+                errors::sse_event_for(self.ep, &message, errors::POLICY, Some(&code))
+            }
+            Stop::TooLarge { limit } => errors::sse_event_for(
+                self.ep,
+                &format!("upstream stream event exceeds the {limit} byte limit of this proxy"),
+                errors::UPSTREAM,
+                Some(errors::CODE_STREAM_EVENT_TOO_LARGE),
+            ),
+        };
+        out.extend_from_slice(&ev);
+        self.stopped = true;
+        self.active.clear();
+        tracing::debug!(
+            endpoint = self.ep.route(),
+            "stream stopped with an error event"
+        );
+    }
+}
+
+/// Writes a delta event carrying `text` for `a.field`, shaped like the field's last delta event.
+fn synthesize(a: &Active, text: String, out: &mut Vec<u8>) {
+    let field = a.field;
+    let mut v = match field {
+        Field::ChatDelta { choice, .. }
+        | Field::ChatTool { choice, .. }
+        | Field::ChatCustom { choice, .. }
+        | Field::ChatFunction { choice }
+        | Field::CompletionText { choice } => reduce_chunk(&a.template.value, field, choice),
+        Field::Resp { .. } | Field::AnthText { .. } | Field::AnthJson { .. } => {
+            let mut v = a.template.value.clone();
+            // Per-token logprobs of the template's delta do not describe the flushed text.
+            if let Some(lp) = v.get_mut("logprobs") {
+                *lp = Value::Array(Vec::new());
+            }
+            v
+        }
+    };
+    match slot_mut(&mut v, field) {
+        Some(slot) => *slot = Value::String(text),
+        None => {
+            // The template always has the slot (it was taken from an event that had it).
+            tracing::warn!("stream flush template lacks its text field; held text dropped");
+            return;
+        }
+    }
+    if let Ok(data) = serde_json::to_vec(&v) {
+        write_event(out, a.template.event.as_deref(), &data, a.template.eol);
+    }
+}
+
+/// Rewrites one streamed (SSE) response. One per response; not shared between streams.
+pub struct SseRewriter {
+    splitter: SseSplitter,
+    state: State,
+}
+
+impl SseRewriter {
+    pub fn new(ep: Endpoint) -> Self {
+        Self::with_max_event(ep, DEFAULT_MAX_EVENT_BYTES)
+    }
+
+    /// `max_event`: largest SSE event accepted (raw bytes). A larger event ends the stream with a
+    /// `jimini_upstream_error` / `stream_event_too_large` error event (fail closed).
+    pub fn with_max_event(ep: Endpoint, max_event: usize) -> Self {
+        SseRewriter {
+            splitter: SseSplitter::new(max_event),
+            state: State {
+                ep,
+                active: Vec::new(),
+                usage: None,
+                anthropic: AnthropicUsage::default(),
+                stopped: false,
+                pending_term: Vec::new(),
+            },
+        }
+    }
+
+    /// Feeds upstream bytes; returns the bytes to send downstream now (complete events only).
+    pub fn push(&mut self, bytes: &[u8], f: &mut dyn StreamFilter) -> Vec<u8> {
+        let mut out = Vec::with_capacity(bytes.len() + 64);
+        if self.state.stopped {
+            return out;
+        }
+        if let Err(why) = check(f) {
+            self.state.stop(why, &mut out);
+            return out;
+        }
+        let state = &mut self.state;
+        let mut stop = None;
+        let res = self
+            .splitter
+            .push(bytes, &mut |item| match state.on_item(item, f, &mut out) {
+                Ok(()) => true,
+                Err(why) => {
+                    stop = Some(why);
+                    false
+                }
+            });
+        if let Err(SseError::EventTooLarge { limit }) = res {
+            stop = Some(Stop::TooLarge { limit });
+        }
+        if let Some(why) = stop {
+            self.state.stop(why, &mut out);
+        }
+        out
+    }
+
+    /// Upstream EOF: processes a trailing partial event and flushes all held text.
+    pub fn finish(&mut self, f: &mut dyn StreamFilter) -> Vec<u8> {
+        let mut out = Vec::new();
+        if self.state.stopped {
+            return out;
+        }
+        let state = &mut self.state;
+        let mut stop = None;
+        let res = self
+            .splitter
+            .finish(&mut |item| match state.on_item(item, f, &mut out) {
+                Ok(()) => true,
+                Err(why) => {
+                    stop = Some(why);
+                    false
+                }
+            });
+        if let Err(SseError::EventTooLarge { limit }) = res {
+            stop = Some(Stop::TooLarge { limit });
+        }
+        if stop.is_none() {
+            match self.state.flush(f, |_| true) {
+                Ok(pre) if !pre.is_empty() => {
+                    self.state.begin(&mut out);
+                    out.extend_from_slice(&pre);
+                }
+                Ok(_) => {}
+                Err(why) => stop = Some(why),
+            }
+        }
+        if let Some(why) = stop {
+            self.state.stop(why, &mut out);
+        }
+        out
+    }
+
+    /// True once the error event was emitted: drop any further upstream bytes and close.
+    pub fn stopped(&self) -> bool {
+        self.state.stopped
+    }
+
+    /// Token usage reported by the stream so far (last report wins).
+    pub fn usage(&self) -> Option<Usage> {
+        self.state.usage
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::HashMap;
+
+    // ---------- test filters ----------
+
+    /// Releases everything immediately, changes nothing.
+    struct Identity;
+    impl StreamFilter for Identity {
+        fn push(&mut self, _: u64, chunk: &str) -> String {
+            chunk.to_string()
+        }
+        fn finish(&mut self, _: u64) -> String {
+            String::new()
+        }
+        fn whole(&mut self, _: &str) -> Option<String> {
+            None
+        }
+        fn stop(&self) -> Option<(String, String)> {
+            None
+        }
+    }
+
+    /// Holds every field's text until `finish`.
+    #[derive(Default)]
+    struct Hold {
+        held: HashMap<u64, String>,
+        finished: Vec<u64>,
+    }
+    impl StreamFilter for Hold {
+        fn push(&mut self, key: u64, chunk: &str) -> String {
+            self.held.entry(key).or_default().push_str(chunk);
+            String::new()
+        }
+        fn finish(&mut self, key: u64) -> String {
+            self.finished.push(key);
+            self.held.remove(&key).unwrap_or_default()
+        }
+        fn whole(&mut self, _: &str) -> Option<String> {
+            None
+        }
+        fn stop(&self) -> Option<(String, String)> {
+            None
+        }
+    }
+
+    const WORD: &str = "SECRET";
+
+    /// Streaming redaction of WORD -> "[X]" with the minimal hold-back; optionally stops the
+    /// stream when a pushed field contains "BAD".
+    #[derive(Default)]
+    struct Redact {
+        held: HashMap<u64, String>,
+        stop_on_bad: bool,
+        stopped: bool,
+    }
+    impl StreamFilter for Redact {
+        fn push(&mut self, key: u64, chunk: &str) -> String {
+            let buf = self.held.entry(key).or_default();
+            buf.push_str(chunk);
+            if self.stop_on_bad && buf.contains("BAD") {
+                self.stopped = true;
+            }
+            let replaced = buf.replace(WORD, "[X]");
+            // Keep the longest suffix that could still grow into WORD.
+            let keep = (1..WORD.len())
+                .rev()
+                .find(|&n| replaced.len() >= n && replaced.ends_with(&WORD[..n]))
+                .unwrap_or(0);
+            let cut = replaced.len() - keep;
+            *buf = replaced[cut..].to_string();
+            replaced[..cut].to_string()
+        }
+        fn finish(&mut self, key: u64) -> String {
+            self.held.remove(&key).unwrap_or_default()
+        }
+        fn whole(&mut self, text: &str) -> Option<String> {
+            text.contains(WORD).then(|| text.replace(WORD, "[X]"))
+        }
+        fn stop(&self) -> Option<(String, String)> {
+            self.stopped
+                .then(|| ("test.bad".to_string(), "bad content".to_string()))
+        }
+    }
+
+    // ---------- sample streams ----------
+
+    fn chat_chunk(choices: &str, usage: &str) -> String {
+        format!(
+            "data: {{\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1700000000,\"model\":\"gpt-4o-mini\",\"system_fingerprint\":\"fp_1\",\"choices\":[{choices}],\"usage\":{usage}}}\n\n"
+        )
+    }
+
+    fn chat_stream() -> String {
+        let mut s = String::new();
+        s += &chat_chunk(
+            r#"{"index":0,"delta":{"role":"assistant","content":"","refusal":null},"logprobs":null,"finish_reason":null}"#,
+            "null",
+        );
+        s += ": keep-alive\n\n";
+        for piece in ["Hello", " wörld 🌍 SEC", "RET", " done"] {
+            s += &chat_chunk(
+                &format!(
+                    r#"{{"index":0,"delta":{{"content":"{piece}"}},"logprobs":null,"finish_reason":null}}"#
+                ),
+                "null",
+            );
+        }
+        s += &chat_chunk(
+            r#"{"index":0,"delta":{},"logprobs":null,"finish_reason":"stop"}"#,
+            "null",
+        );
+        s += &chat_chunk(
+            "",
+            r#"{"prompt_tokens":9,"completion_tokens":5,"total_tokens":14}"#,
+        );
+        s += "data: [DONE]\n\n";
+        s
+    }
+
+    fn chat_tools_stream() -> String {
+        let mut s = String::new();
+        s += &chat_chunk(
+            r#"{"index":0,"delta":{"role":"assistant","content":null,"tool_calls":[{"index":0,"id":"call_a","type":"function","function":{"name":"lookup","arguments":""}}]},"logprobs":null,"finish_reason":null}"#,
+            "null",
+        );
+        s += &chat_chunk(
+            r#"{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{\"q\":\"SE"}}]},"logprobs":null,"finish_reason":null}"#,
+            "null",
+        );
+        s += &chat_chunk(
+            r#"{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"CRET\"}"}}]},"logprobs":null,"finish_reason":null}"#,
+            "null",
+        );
+        s += &chat_chunk(
+            r#"{"index":0,"delta":{"tool_calls":[{"index":1,"id":"call_b","type":"function","function":{"name":"other","arguments":"{\"x\":1}"}}]},"logprobs":null,"finish_reason":null}"#,
+            "null",
+        );
+        s += &chat_chunk(
+            r#"{"index":0,"delta":{},"logprobs":null,"finish_reason":"tool_calls"}"#,
+            "null",
+        );
+        s += "data: [DONE]\n\n";
+        s
+    }
+
+    fn completions_stream() -> String {
+        let mut s = String::new();
+        for (i, t) in [(0, "one SE"), (1, "two"), (0, "CRET"), (1, " SECRET")] {
+            s += &format!("data: {{\"id\":\"cmpl-1\",\"object\":\"text_completion\",\"created\":1,\"choices\":[{{\"text\":\"{t}\",\"index\":{i},\"logprobs\":null,\"finish_reason\":null}}],\"model\":\"gpt-3.5-turbo-instruct\"}}\n\n");
+        }
+        for i in [0, 1] {
+            s += &format!("data: {{\"id\":\"cmpl-1\",\"object\":\"text_completion\",\"created\":1,\"choices\":[{{\"text\":\"\",\"index\":{i},\"logprobs\":null,\"finish_reason\":\"length\"}}],\"model\":\"gpt-3.5-turbo-instruct\"}}\n\n");
+        }
+        s += "data: [DONE]\n\n";
+        s
+    }
+
+    fn ev(name: &str, data: &str) -> String {
+        format!("event: {name}\ndata: {data}\n\n")
+    }
+
+    fn responses_stream() -> String {
+        let msg_done = r#"{"id":"msg_1","type":"message","status":"completed","role":"assistant","content":[{"type":"output_text","annotations":[],"logprobs":[],"text":"Hi SECRET thére"}]}"#;
+        let fc_done = r#"{"id":"fc_1","type":"function_call","status":"completed","arguments":"{\"a\":\"SECRET\"}","call_id":"call_1","name":"f"}"#;
+        let mut s = String::new();
+        s += &ev(
+            "response.created",
+            r#"{"type":"response.created","sequence_number":0,"response":{"id":"resp_1","object":"response","created_at":1,"status":"in_progress","model":"gpt-4.1","output":[],"usage":null}}"#,
+        );
+        s += &ev(
+            "response.in_progress",
+            r#"{"type":"response.in_progress","sequence_number":1,"response":{"id":"resp_1","object":"response","created_at":1,"status":"in_progress","model":"gpt-4.1","output":[],"usage":null}}"#,
+        );
+        s += &ev(
+            "response.output_item.added",
+            r#"{"type":"response.output_item.added","sequence_number":2,"output_index":0,"item":{"id":"msg_1","type":"message","status":"in_progress","role":"assistant","content":[]}}"#,
+        );
+        s += &ev(
+            "response.content_part.added",
+            r#"{"type":"response.content_part.added","sequence_number":3,"item_id":"msg_1","output_index":0,"content_index":0,"part":{"type":"output_text","annotations":[],"logprobs":[],"text":""}}"#,
+        );
+        for (i, d) in ["Hi SEC", "RET th", "ére"].iter().enumerate() {
+            s += &ev(
+                "response.output_text.delta",
+                &format!(
+                    r#"{{"type":"response.output_text.delta","sequence_number":{},"item_id":"msg_1","output_index":0,"content_index":0,"delta":"{d}","logprobs":[],"obfuscation":"abc"}}"#,
+                    4 + i
+                ),
+            );
+        }
+        s += &ev(
+            "response.output_text.done",
+            r#"{"type":"response.output_text.done","sequence_number":7,"item_id":"msg_1","output_index":0,"content_index":0,"text":"Hi SECRET thére","logprobs":[]}"#,
+        );
+        s += &ev(
+            "response.content_part.done",
+            r#"{"type":"response.content_part.done","sequence_number":8,"item_id":"msg_1","output_index":0,"content_index":0,"part":{"type":"output_text","annotations":[],"logprobs":[],"text":"Hi SECRET thére"}}"#,
+        );
+        s += &ev(
+            "response.output_item.done",
+            &format!(
+                r#"{{"type":"response.output_item.done","sequence_number":9,"output_index":0,"item":{msg_done}}}"#
+            ),
+        );
+        s += &ev(
+            "response.output_item.added",
+            r#"{"type":"response.output_item.added","sequence_number":10,"output_index":1,"item":{"id":"fc_1","type":"function_call","status":"in_progress","arguments":"","call_id":"call_1","name":"f"}}"#,
+        );
+        for (i, d) in [r#"{\"a\":\"SE"#, r#"CRET\"}"#].iter().enumerate() {
+            s += &ev(
+                "response.function_call_arguments.delta",
+                &format!(
+                    r#"{{"type":"response.function_call_arguments.delta","sequence_number":{},"item_id":"fc_1","output_index":1,"delta":"{d}"}}"#,
+                    11 + i
+                ),
+            );
+        }
+        s += &ev(
+            "response.function_call_arguments.done",
+            r#"{"type":"response.function_call_arguments.done","sequence_number":13,"item_id":"fc_1","output_index":1,"arguments":"{\"a\":\"SECRET\"}"}"#,
+        );
+        s += &ev(
+            "response.output_item.done",
+            &format!(
+                r#"{{"type":"response.output_item.done","sequence_number":14,"output_index":1,"item":{fc_done}}}"#
+            ),
+        );
+        s += &ev(
+            "response.completed",
+            &format!(
+                r#"{{"type":"response.completed","sequence_number":15,"response":{{"id":"resp_1","object":"response","created_at":1,"status":"completed","model":"gpt-4.1","output":[{msg_done},{fc_done}],"usage":{{"input_tokens":12,"input_tokens_details":{{"cached_tokens":0}},"output_tokens":8,"output_tokens_details":{{"reasoning_tokens":0}},"total_tokens":20}}}}}}"#
+            ),
+        );
+        s
+    }
+
+    fn anthropic_stream() -> String {
+        let mut s = String::new();
+        s += &ev(
+            "message_start",
+            r#"{"type":"message_start","message":{"id":"msg_1","type":"message","role":"assistant","content":[],"model":"claude-sonnet-4-5","stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":25,"cache_creation_input_tokens":0,"cache_read_input_tokens":5,"output_tokens":1}}}"#,
+        );
+        s += &ev(
+            "content_block_start",
+            r#"{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"#,
+        );
+        s += &ev("ping", r#"{"type": "ping"}"#);
+        for d in ["Hello SE", "CRET ", "wörld"] {
+            s += &ev(
+                "content_block_delta",
+                &format!(
+                    r#"{{"type":"content_block_delta","index":0,"delta":{{"type":"text_delta","text":"{d}"}}}}"#
+                ),
+            );
+        }
+        s += &ev(
+            "content_block_stop",
+            r#"{"type":"content_block_stop","index":0}"#,
+        );
+        s += &ev(
+            "content_block_start",
+            r#"{"type":"content_block_start","index":1,"content_block":{"type":"tool_use","id":"toolu_1","name":"get_weather","input":{}}}"#,
+        );
+        for d in [r#"{\"city\": \"SE"#, r#"CRET\"}"#] {
+            s += &ev(
+                "content_block_delta",
+                &format!(
+                    r#"{{"type":"content_block_delta","index":1,"delta":{{"type":"input_json_delta","partial_json":"{d}"}}}}"#
+                ),
+            );
+        }
+        s += &ev(
+            "content_block_stop",
+            r#"{"type":"content_block_stop","index":1}"#,
+        );
+        s += &ev(
+            "message_delta",
+            r#"{"type":"message_delta","delta":{"stop_reason":"tool_use","stop_sequence":null},"usage":{"output_tokens":15}}"#,
+        );
+        s += &ev("message_stop", r#"{"type":"message_stop"}"#);
+        s
+    }
+
+    fn streams() -> Vec<(Endpoint, String)> {
+        vec![
+            (Endpoint::ChatCompletions, chat_stream()),
+            (Endpoint::ChatCompletions, chat_tools_stream()),
+            (Endpoint::Completions, completions_stream()),
+            (Endpoint::Responses, responses_stream()),
+            (Endpoint::AnthropicMessages, anthropic_stream()),
+        ]
+    }
+
+    fn crlf(s: &str) -> String {
+        s.replace('\n', "\r\n")
+    }
+
+    // ---------- helpers ----------
+
+    fn run_chunks(
+        ep: Endpoint,
+        chunks: &[&[u8]],
+        f: &mut dyn StreamFilter,
+    ) -> (Vec<u8>, SseRewriter) {
+        let mut rw = SseRewriter::new(ep);
+        let mut out = Vec::new();
+        for c in chunks {
+            out.extend(rw.push(c, f));
+        }
+        out.extend(rw.finish(f));
+        (out, rw)
+    }
+
+    fn run(ep: Endpoint, input: &[u8], f: &mut dyn StreamFilter) -> Vec<u8> {
+        run_chunks(ep, &[input], f).0
+    }
+
+    fn split_at<'a>(input: &'a [u8], cuts: &[usize]) -> Vec<&'a [u8]> {
+        let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (input.len() + 1)).collect();
+        cuts.sort_unstable();
+        let mut chunks = Vec::new();
+        let mut prev = 0;
+        for c in cuts {
+            chunks.push(&input[prev..c]);
+            prev = c;
+        }
+        chunks.push(&input[prev..]);
+        chunks
+    }
+
+    /// Parses an output stream into (event type, data) pairs; data as JSON when it parses.
+    fn events(out: &[u8]) -> Vec<(Option<String>, Result<Value, String>)> {
+        let mut sp = SseSplitter::new(usize::MAX);
+        let mut evs = Vec::new();
+        let mut f = |item: SseItem<'_>| {
+            if let SseItem::Event(e) = item {
+                if e.has_data() {
+                    let data = String::from_utf8(e.data().into_owned()).unwrap();
+                    let name = e
+                        .event_type()
+                        .map(|n| String::from_utf8(n.to_vec()).unwrap());
+                    evs.push((name, serde_json::from_str(&data).map_err(|_| data)));
+                }
+            }
+            true
+        };
+        sp.push(out, &mut f).unwrap();
+        sp.finish(&mut f).unwrap();
+        evs
+    }
+
+    fn s(v: &Value) -> String {
+        v.as_str().unwrap_or("").to_string()
+    }
+
+    /// Concatenated delta texts of the field selected by `pick`.
+    fn concat(out: &[u8], pick: impl Fn(&Value) -> Option<String>) -> String {
+        events(out)
+            .iter()
+            .filter_map(|(_, d)| d.as_ref().ok().and_then(&pick))
+            .collect()
+    }
+
+    fn chat_content(v: &Value) -> Option<String> {
+        v["choices"].get(0).map(|c| s(&c["delta"]["content"]))
+    }
+
+    // ---------- tests ----------
+
+    #[test]
+    fn identity_is_byte_exact() {
+        for (ep, input) in streams() {
+            for input in [input.clone(), crlf(&input), input.replace('\n', "\r")] {
+                let out = run(ep, input.as_bytes(), &mut Identity);
+                assert_eq!(String::from_utf8(out).unwrap(), input, "{ep:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn one_byte_chunks_match_whole() {
+        for (ep, input) in streams() {
+            for input in [input.clone(), crlf(&input)] {
+                let bytes = input.as_bytes();
+                let chunks: Vec<&[u8]> = bytes.chunks(1).collect();
+                for mk in 0..3 {
+                    let mut filters: [Box<dyn StreamFilter>; 3] = [
+                        Box::new(Identity),
+                        Box::new(Hold::default()),
+                        Box::new(Redact::default()),
+                    ];
+                    let whole = run(ep, bytes, filters[mk].as_mut());
+                    let mut filters: [Box<dyn StreamFilter>; 3] = [
+                        Box::new(Identity),
+                        Box::new(Hold::default()),
+                        Box::new(Redact::default()),
+                    ];
+                    let (split, _) = run_chunks(ep, &chunks, filters[mk].as_mut());
+                    assert_eq!(split, whole, "{ep:?} filter {mk}");
+                }
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, failure_persistence: None, ..ProptestConfig::default() })]
+        #[test]
+        fn any_chunking_matches_whole(
+            which in 0usize..5,
+            use_crlf in any::<bool>(),
+            mk in 0usize..3,
+            cuts in proptest::collection::vec(any::<usize>(), 0..40),
+        ) {
+            let (ep, input) = streams().swap_remove(which);
+            let input = if use_crlf { crlf(&input) } else { input };
+            let bytes = input.as_bytes();
+            let make = |mk: usize| -> Box<dyn StreamFilter> {
+                match mk {
+                    0 => Box::new(Identity),
+                    1 => Box::new(Hold::default()),
+                    _ => Box::new(Redact::default()),
+                }
+            };
+            let whole = run(ep, bytes, make(mk).as_mut());
+            let chunks = split_at(bytes, &cuts);
+            let (split, _) = run_chunks(ep, &chunks, make(mk).as_mut());
+            prop_assert_eq!(&split, &whole);
+            if mk == 0 {
+                prop_assert_eq!(split, bytes.to_vec());
+            }
+        }
+    }
+
+    #[test]
+    fn hold_back_flushes_before_finish_chunk() {
+        let input = chat_stream();
+        let mut f = Hold::default();
+        let out = run(Endpoint::ChatCompletions, input.as_bytes(), &mut f);
+        assert_eq!(concat(&out, chat_content), "Hello wörld 🌍 SECRET done");
+        let evs = events(&out);
+        let flush = evs
+            .iter()
+            .position(|(_, d)| {
+                d.as_ref().ok().and_then(chat_content).as_deref()
+                    == Some("Hello wörld 🌍 SECRET done")
+            })
+            .expect("synthesized flush chunk");
+        let finish = evs
+            .iter()
+            .position(|(_, d)| {
+                d.as_ref()
+                    .is_ok_and(|v| v["choices"][0]["finish_reason"] == "stop")
+            })
+            .unwrap();
+        assert_eq!(
+            flush + 1,
+            finish,
+            "flush chunk right before the finish chunk"
+        );
+        // The synthesized chunk has the stream's shape and key order.
+        let raw = String::from_utf8(out.clone()).unwrap();
+        assert!(raw.contains(r#""choices":[{"index":0,"delta":{"content":"Hello wörld 🌍 SECRET done"},"logprobs":null,"finish_reason":null}],"usage":null}"#), "{raw}");
+        let v = evs[flush].1.as_ref().unwrap();
+        assert_eq!(
+            *v,
+            json!({"id":"chatcmpl-1","object":"chat.completion.chunk","created":1700000000,"model":"gpt-4o-mini","system_fingerprint":"fp_1",
+                   "choices":[{"index":0,"delta":{"content":"Hello wörld 🌍 SECRET done"},"logprobs":null,"finish_reason":null}],"usage":null})
+        );
+        // Held-back deltas are kept with empty content.
+        let empties = evs
+            .iter()
+            .filter(|(_, d)| d.as_ref().ok().and_then(chat_content).as_deref() == Some(""))
+            .count();
+        assert!(empties >= 5, "{empties}");
+        assert_eq!(f.finished.len(), 1);
+    }
+
+    #[test]
+    fn redaction_across_deltas_all_dialects() {
+        let mut f = Redact::default();
+        let out = run(Endpoint::ChatCompletions, chat_stream().as_bytes(), &mut f);
+        assert_eq!(concat(&out, chat_content), "Hello wörld 🌍 [X] done");
+
+        let out = run(
+            Endpoint::ChatCompletions,
+            chat_tools_stream().as_bytes(),
+            &mut Redact::default(),
+        );
+        let args = |idx: u64| {
+            concat(&out, move |v| {
+                let tcs = v["choices"].get(0)?["delta"]["tool_calls"]
+                    .as_array()?
+                    .clone();
+                Some(
+                    tcs.iter()
+                        .filter(|t| t["index"] == idx)
+                        .map(|t| s(&t["function"]["arguments"]))
+                        .collect(),
+                )
+            })
+        };
+        assert_eq!(args(0), r#"{"q":"[X]"}"#);
+        assert_eq!(args(1), r#"{"x":1}"#);
+
+        let out = run(
+            Endpoint::Completions,
+            completions_stream().as_bytes(),
+            &mut Redact::default(),
+        );
+        let text = |idx: u64| {
+            concat(&out, move |v| {
+                let c = v["choices"].get(0)?;
+                (c["index"] == idx).then(|| s(&c["text"]))
+            })
+        };
+        assert_eq!(text(0), "one [X]");
+        assert_eq!(text(1), "two [X]");
+
+        let out = run(
+            Endpoint::Responses,
+            responses_stream().as_bytes(),
+            &mut Redact::default(),
+        );
+        let evs = events(&out);
+        let deltas = |ty: &str| -> String {
+            evs.iter()
+                .filter_map(|(n, d)| {
+                    let v = d.as_ref().ok()?;
+                    (v["type"] == ty).then(|| {
+                        assert_eq!(n.as_deref(), Some(ty));
+                        s(&v["delta"])
+                    })
+                })
+                .collect()
+        };
+        assert_eq!(deltas("response.output_text.delta"), "Hi [X] thére");
+        assert_eq!(
+            deltas("response.function_call_arguments.delta"),
+            r#"{"a":"[X]"}"#
+        );
+        let text = String::from_utf8(out.clone()).unwrap();
+        assert!(!text.contains(WORD), "{text}");
+        let completed = evs
+            .iter()
+            .find_map(|(_, d)| {
+                d.as_ref()
+                    .ok()
+                    .filter(|v| v["type"] == "response.completed")
+            })
+            .unwrap();
+        assert_eq!(
+            completed["response"]["output"][0]["content"][0]["text"],
+            "Hi [X] thére"
+        );
+        assert_eq!(
+            completed["response"]["output"][1]["arguments"],
+            r#"{"a":"[X]"}"#
+        );
+
+        let out = run(
+            Endpoint::AnthropicMessages,
+            anthropic_stream().as_bytes(),
+            &mut Redact::default(),
+        );
+        let evs = events(&out);
+        let block = |i: u64, key: &str| -> String {
+            evs.iter()
+                .filter_map(|(_, d)| {
+                    let v = d.as_ref().ok()?;
+                    (v["type"] == "content_block_delta" && v["index"] == i)
+                        .then(|| s(&v["delta"][key]))
+                })
+                .collect()
+        };
+        assert_eq!(block(0, "text"), "Hello [X] wörld");
+        assert_eq!(block(1, "partial_json"), r#"{"city": "[X]"}"#);
+    }
+
+    #[test]
+    fn responses_flush_before_done_events() {
+        let out = run(
+            Endpoint::Responses,
+            responses_stream().as_bytes(),
+            &mut Hold::default(),
+        );
+        let evs = events(&out);
+        let types: Vec<String> = evs
+            .iter()
+            .map(|(_, d)| s(&d.as_ref().unwrap()["type"]))
+            .collect();
+        let done = types
+            .iter()
+            .position(|t| t == "response.output_text.done")
+            .unwrap();
+        let flush = &evs[done - 1].1.as_ref().unwrap();
+        assert_eq!(flush["type"], "response.output_text.delta");
+        assert_eq!(flush["delta"], "Hi SECRET thére");
+        assert_eq!(flush["item_id"], "msg_1");
+        assert_eq!(flush["sequence_number"], 6);
+        assert_eq!(flush["obfuscation"], "abc");
+        assert_eq!(
+            evs[done - 1].0.as_deref(),
+            Some("response.output_text.delta")
+        );
+        let done = types
+            .iter()
+            .position(|t| t == "response.function_call_arguments.done")
+            .unwrap();
+        assert_eq!(
+            evs[done - 1].1.as_ref().unwrap()["delta"],
+            r#"{"a":"SECRET"}"#
+        );
+        assert_eq!(evs[done - 1].1.as_ref().unwrap()["output_index"], 1);
+    }
+
+    #[test]
+    fn anthropic_flush_before_block_stop() {
+        let out = run(
+            Endpoint::AnthropicMessages,
+            anthropic_stream().as_bytes(),
+            &mut Hold::default(),
+        );
+        let evs = events(&out);
+        let stops: Vec<usize> = evs
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, d))| d.as_ref().unwrap()["type"] == "content_block_stop")
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(stops.len(), 2);
+        let a = evs[stops[0] - 1].1.as_ref().unwrap();
+        assert_eq!(
+            *a,
+            json!({"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hello SECRET wörld"}})
+        );
+        assert_eq!(evs[stops[0] - 1].0.as_deref(), Some("content_block_delta"));
+        let b = evs[stops[1] - 1].1.as_ref().unwrap();
+        assert_eq!(b["delta"]["partial_json"], r#"{"city": "SECRET"}"#);
+    }
+
+    #[test]
+    fn finish_chunk_with_text_appends_in_place() {
+        let mut input = String::new();
+        input += &chat_chunk(
+            r#"{"index":0,"delta":{"content":"ab"},"finish_reason":null}"#,
+            "null",
+        );
+        input += &chat_chunk(
+            r#"{"index":0,"delta":{"content":"cd"},"finish_reason":"stop"}"#,
+            "null",
+        );
+        let out = run(
+            Endpoint::ChatCompletions,
+            input.as_bytes(),
+            &mut Hold::default(),
+        );
+        let evs = events(&out);
+        assert_eq!(evs.len(), 2, "no synthesized chunk needed");
+        assert_eq!(chat_content(evs[0].1.as_ref().unwrap()).unwrap(), "");
+        assert_eq!(chat_content(evs[1].1.as_ref().unwrap()).unwrap(), "abcd");
+        assert_eq!(
+            evs[1].1.as_ref().unwrap()["choices"][0]["finish_reason"],
+            "stop"
+        );
+    }
+
+    #[test]
+    fn multiple_choices_flush_per_choice() {
+        let mut input = String::new();
+        input += &chat_chunk(
+            r#"{"index":0,"delta":{"content":"a0"},"finish_reason":null},{"index":1,"delta":{"content":"b0"},"finish_reason":null}"#,
+            "null",
+        );
+        input += &chat_chunk(
+            r#"{"index":1,"delta":{"content":"b1"},"finish_reason":null}"#,
+            "null",
+        );
+        input += &chat_chunk(r#"{"index":1,"delta":{},"finish_reason":"stop"}"#, "null");
+        input += &chat_chunk(
+            r#"{"index":0,"delta":{"content":"a1"},"finish_reason":null}"#,
+            "null",
+        );
+        input += "data: [DONE]\n\n";
+        let out = run(
+            Endpoint::ChatCompletions,
+            input.as_bytes(),
+            &mut Hold::default(),
+        );
+        let evs = events(&out);
+        // choice 1 flushed right before its finish chunk, choice 0 before [DONE].
+        let v2 = evs[2].1.as_ref().unwrap();
+        assert_eq!(
+            v2["choices"],
+            json!([{"index":1,"delta":{"content":"b0b1"},"finish_reason":null}])
+        );
+        let last = evs.len() - 1;
+        assert_eq!(evs[last].1, Err("[DONE]".to_string()));
+        assert_eq!(
+            evs[last - 1].1.as_ref().unwrap()["choices"],
+            json!([{"index":0,"delta":{"content":"a0a1"},"finish_reason":null}])
+        );
+    }
+
+    #[test]
+    fn reasoning_and_refusal_deltas_are_fields() {
+        let mut input = String::new();
+        input += &chat_chunk(
+            r#"{"index":0,"delta":{"reasoning_content":"think SE"},"finish_reason":null}"#,
+            "null",
+        );
+        input += &chat_chunk(
+            r#"{"index":0,"delta":{"reasoning_content":"CRET"},"finish_reason":null}"#,
+            "null",
+        );
+        input += &chat_chunk(
+            r#"{"index":0,"delta":{"refusal":"no SECRET"},"finish_reason":null}"#,
+            "null",
+        );
+        input += &chat_chunk(
+            r#"{"index":0,"delta":{"content":"ans SE"},"finish_reason":null}"#,
+            "null",
+        );
+        input += &chat_chunk(
+            r#"{"index":0,"delta":{"content":"CRET"},"finish_reason":"stop"}"#,
+            "null",
+        );
+        let out = run(
+            Endpoint::ChatCompletions,
+            input.as_bytes(),
+            &mut Redact::default(),
+        );
+        let field = |k: &'static str| {
+            concat(&out, move |v| {
+                v["choices"].get(0).map(|c| s(&c["delta"][k]))
+            })
+        };
+        assert_eq!(field("reasoning_content"), "think [X]");
+        assert_eq!(field("refusal"), "no [X]");
+        assert_eq!(field("content"), "ans [X]");
+        let raw = String::from_utf8(out.clone()).unwrap();
+        assert!(!raw.contains(WORD), "{raw}");
+    }
+
+    #[test]
+    fn rewriter_is_send() {
+        fn assert_send<T: Send + 'static>() {}
+        assert_send::<SseRewriter>();
+    }
+
+    /// Rough throughput check: `cargo test --release -- --ignored perf --nocapture`.
+    #[test]
+    #[ignore]
+    fn perf() {
+        let input = chat_stream().repeat(2000);
+        let t = std::time::Instant::now();
+        let mut k = 0;
+        for line in input.lines().filter(|l| l.starts_with("data: {")) {
+            let v: Value = serde_json::from_str(&line[6..]).unwrap();
+            k += v.as_object().map_or(0, |o| o.len());
+        }
+        println!(
+            "baseline Value parse: {:?}/event ({k})",
+            t.elapsed() / (2000 * 8)
+        );
+        for (name, mk) in [("identity", 0), ("redact", 1)] {
+            let t = std::time::Instant::now();
+            let mut rw = SseRewriter::new(Endpoint::ChatCompletions);
+            let mut n = 0;
+            let mut f: Box<dyn StreamFilter> = if mk == 0 {
+                Box::new(Identity)
+            } else {
+                Box::new(Redact::default())
+            };
+            for c in input.as_bytes().chunks(512) {
+                n += rw.push(c, f.as_mut()).len();
+            }
+            n += rw.finish(f.as_mut()).len();
+            let dt = t.elapsed();
+            let events = 2000 * 9;
+            println!(
+                "{name}: {} MB/s, {:?}/event ({n} bytes out)",
+                input.len() as f64 / dt.as_secs_f64() / 1e6,
+                dt / events
+            );
+        }
+    }
+
+    #[test]
+    fn stop_emits_error_and_nothing_after() {
+        let mut input = String::new();
+        for piece in ["fine ", "text ", "BAD", " more"] {
+            input += &chat_chunk(
+                &format!(r#"{{"index":0,"delta":{{"content":"{piece}"}},"finish_reason":null}}"#),
+                "null",
+            );
+        }
+        input += "data: [DONE]\n\n";
+        let mut f = Redact {
+            stop_on_bad: true,
+            ..Default::default()
+        };
+        let mut rw = SseRewriter::new(Endpoint::ChatCompletions);
+        let out = rw.push(input.as_bytes(), &mut f);
+        assert!(rw.stopped());
+        let evs = events(&out);
+        assert_eq!(evs.len(), 3);
+        assert_eq!(
+            *evs[2].1.as_ref().unwrap(),
+            json!({"error":{"message":"bad content","type":"jimini_policy_violation","code":"test.bad","param":null}})
+        );
+        assert!(out.ends_with(b"}}\n\n"));
+        assert!(rw.push(b"data: {}\n\n", &mut f).is_empty());
+        assert!(rw.finish(&mut f).is_empty());
+
+        // Anthropic dialect.
+        let input = anthropic_stream().replace("wörld", "BAD");
+        let mut f = Redact {
+            stop_on_bad: true,
+            ..Default::default()
+        };
+        let mut rw = SseRewriter::new(Endpoint::AnthropicMessages);
+        let out = rw.push(input.as_bytes(), &mut f);
+        let evs = events(&out);
+        let (name, data) = evs.last().unwrap();
+        assert_eq!(name.as_deref(), Some("error"));
+        assert_eq!(
+            *data.as_ref().unwrap(),
+            json!({"type":"error","error":{"type":"jimini_policy_violation","message":"bad content"}})
+        );
+        assert!(rw.stopped());
+    }
+
+    #[test]
+    fn usage_tracked() {
+        let cases = [
+            (Endpoint::ChatCompletions, chat_stream(), (9, 5, 14)),
+            (Endpoint::Responses, responses_stream(), (12, 8, 20)),
+            (
+                Endpoint::AnthropicMessages,
+                anthropic_stream(),
+                (30, 15, 45),
+            ),
+        ];
+        for (ep, input, want) in cases {
+            let (_, rw) = run_chunks(ep, &[input.as_bytes()], &mut Identity);
+            let u = rw.usage().unwrap();
+            assert_eq!(
+                (u.prompt_tokens, u.completion_tokens, u.total_tokens),
+                want,
+                "{ep:?}"
+            );
+        }
+        let (_, rw) = run_chunks(
+            Endpoint::ChatCompletions,
+            &[chat_tools_stream().as_bytes()],
+            &mut Identity,
+        );
+        assert_eq!(rw.usage(), None);
+    }
+
+    #[test]
+    fn non_json_data_goes_through_whole() {
+        let input = "data: plain SECRET text\r\n\r\ndata: [DONE]\r\n\r\n";
+        let out = run(
+            Endpoint::ChatCompletions,
+            input.as_bytes(),
+            &mut Redact::default(),
+        );
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "data: plain [X] text\r\n\r\ndata: [DONE]\r\n\r\n"
+        );
+        // Invalid UTF-8 without a match passes through byte for byte.
+        let input = b"data: \xff\xfe\n\n";
+        assert_eq!(
+            run(Endpoint::ChatCompletions, input, &mut Redact::default()),
+            input.to_vec()
+        );
+        // Unknown JSON shapes pass through untouched, even containing the word.
+        let input = "data: {\"error\":{\"message\":\"x\"}}\n\nevent: foo\ndata: {\"type\":\"foo\",\"text\":\"SECRET\"}\n\n";
+        assert_eq!(
+            run(
+                Endpoint::Responses,
+                input.as_bytes(),
+                &mut Redact::default()
+            ),
+            input.as_bytes()
+        );
+    }
+
+    #[test]
+    fn oversized_event_fails_closed() {
+        let mut rw = SseRewriter::with_max_event(Endpoint::ChatCompletions, 64);
+        let ok = chat_chunk("", "null");
+        let mut f = Identity;
+        let out = rw.push(b"data: {\"choices\":[]}\n\n", &mut f);
+        assert_eq!(out, b"data: {\"choices\":[]}\n\n");
+        let out = rw.push(ok.as_bytes(), &mut f);
+        assert!(rw.stopped());
+        let evs = events(&out);
+        assert_eq!(evs.len(), 1);
+        let v = evs[0].1.as_ref().unwrap();
+        assert_eq!(v["error"]["type"], "jimini_upstream_error");
+        assert_eq!(v["error"]["code"], "stream_event_too_large");
+    }
+
+    #[test]
+    fn truncated_stream_is_terminated_before_flush() {
+        let mut input = chat_chunk(
+            r#"{"index":0,"delta":{"content":"abc"},"finish_reason":null}"#,
+            "null",
+        );
+        input += &chat_chunk(
+            r#"{"index":0,"delta":{"content":"def"},"finish_reason":null}"#,
+            "null",
+        );
+        let input = input.trim_end().to_string(); // no blank line after the last event
+        let out = run(
+            Endpoint::ChatCompletions,
+            input.as_bytes(),
+            &mut Hold::default(),
+        );
+        assert_eq!(concat(&out, chat_content), "abcdef");
+        let evs = events(&out);
+        assert_eq!(evs.len(), 3);
+        // With nothing held, a truncated stream is forwarded byte for byte.
+        let out = run(Endpoint::ChatCompletions, input.as_bytes(), &mut Identity);
+        assert_eq!(out, input.as_bytes());
+    }
+
+    fn piece() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("a".to_string()),
+            Just("é".to_string()),
+            Just("🌍".to_string()),
+            Just(" ".to_string()),
+            Just("\"q\\".to_string()),
+            Just("\n".to_string()),
+            Just("SECRET".to_string()),
+            Just("SEC".to_string()),
+            Just("RET".to_string()),
+            Just("S".to_string()),
+        ]
+    }
+
+    /// A chat stream whose content deltas are `deltas`, plus finish, usage and [DONE].
+    fn chat_from(deltas: &[String], eol: &str) -> String {
+        let mut s = chat_chunk(
+            r#"{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}"#,
+            "null",
+        );
+        for d in deltas {
+            let content = serde_json::to_string(d).unwrap();
+            s += &chat_chunk(
+                &format!(r#"{{"index":0,"delta":{{"content":{content}}},"finish_reason":null}}"#),
+                "null",
+            );
+        }
+        s += &chat_chunk(r#"{"index":0,"delta":{},"finish_reason":"stop"}"#, "null");
+        s += "data: [DONE]\n\n";
+        s.replace('\n', eol)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 128, failure_persistence: None, ..ProptestConfig::default() })]
+        /// Random texts, random delta boundaries, random byte chunking, random line endings:
+        /// the streamed result equals redacting the whole text, identity is byte exact, and the
+        /// output does not depend on the chunking.
+        #[test]
+        fn streamed_redaction_equals_whole(
+            deltas in proptest::collection::vec(proptest::collection::vec(piece(), 0..4), 0..12),
+            eol in prop_oneof![Just("\n"), Just("\r\n"), Just("\r")],
+            cuts in proptest::collection::vec(any::<usize>(), 0..30),
+        ) {
+            let deltas: Vec<String> = deltas.into_iter().map(|p| p.concat()).collect();
+            let text: String = deltas.concat();
+            let input = chat_from(&deltas, eol);
+            let bytes = input.as_bytes();
+            let chunks = split_at(bytes, &cuts);
+            let (out, _) = run_chunks(Endpoint::ChatCompletions, &chunks, &mut Redact::default());
+            prop_assert_eq!(concat(&out, chat_content), text.replace(WORD, "[X]"));
+            prop_assert_eq!(&out, &run(Endpoint::ChatCompletions, bytes, &mut Redact::default()));
+            let (same, _) = run_chunks(Endpoint::ChatCompletions, &chunks, &mut Identity);
+            prop_assert_eq!(same, bytes.to_vec());
+            let (held, _) = run_chunks(Endpoint::ChatCompletions, &chunks, &mut Hold::default());
+            prop_assert_eq!(concat(&held, chat_content), text);
+        }
+    }
+
+    #[test]
+    fn split_crlf_blank_line_with_rewrite() {
+        // The event is rewritten at the `\r`; the late `\n` must follow it unchanged.
+        let input = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"SECRET\"},\"finish_reason\":\"stop\"}]}\r\n\r\n";
+        let whole = run(
+            Endpoint::ChatCompletions,
+            input.as_bytes(),
+            &mut Redact::default(),
+        );
+        let cut = input.len() - 1;
+        let (split, _) = run_chunks(
+            Endpoint::ChatCompletions,
+            &[&input.as_bytes()[..cut], &input.as_bytes()[cut..]],
+            &mut Redact::default(),
+        );
+        assert_eq!(split, whole);
+        assert!(String::from_utf8(whole).unwrap().contains("[X]"));
+    }
+}

@@ -1,0 +1,575 @@
+//! The JSON body walker: knows which fields of each request/response dialect carry content (message
+//! text, tool-call arguments, prompts, …) and hands exactly those strings to a [`TextFilter`].
+//! Model names, ids, roles, tool names, image/file payloads and unknown fields are never touched.
+
+use super::{Endpoint, TextFilter};
+use serde_json::Value;
+
+/// Which side of the exchange a body belongs to; a few item kinds are only content on one side.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Side {
+    Request,
+    Response,
+}
+
+/// A walk over one body: applies the filter to content strings and remembers whether anything
+/// changed (so an unchanged body can be forwarded byte for byte).
+pub(crate) struct Walk<'f> {
+    f: &'f mut dyn TextFilter,
+    pub changed: bool,
+}
+
+impl<'f> Walk<'f> {
+    pub fn new(f: &'f mut dyn TextFilter) -> Self {
+        Walk { f, changed: false }
+    }
+
+    /// Filters `v` if it is a non-empty string.
+    pub fn string(&mut self, v: &mut Value) {
+        if let Value::String(s) = v {
+            if s.is_empty() {
+                return;
+            }
+            if let Some(new) = self.f.filter(s) {
+                if new != *s {
+                    *s = new;
+                    self.changed = true;
+                }
+            }
+        }
+    }
+
+    /// Filters `obj[key]` if it is a string.
+    pub fn field(&mut self, obj: &mut Value, key: &str) {
+        if let Some(v) = obj.get_mut(key) {
+            self.string(v);
+        }
+    }
+
+    /// Filters every string value (not keys) below `v`. Depth is bounded by serde_json's parser
+    /// recursion limit (128), so the recursion cannot overflow the stack.
+    pub fn strings_deep(&mut self, v: &mut Value) {
+        match v {
+            Value::String(_) => self.string(v),
+            Value::Array(items) => items.iter_mut().for_each(|i| self.strings_deep(i)),
+            Value::Object(map) => map.values_mut().for_each(|i| self.strings_deep(i)),
+            _ => {}
+        }
+    }
+
+    /// A string, or an array whose string elements are filtered (token arrays are left alone).
+    fn string_or_strings(&mut self, v: &mut Value) {
+        match v {
+            Value::String(_) => self.string(v),
+            Value::Array(items) => items.iter_mut().for_each(|i| self.string(i)),
+            _ => {}
+        }
+    }
+
+    /// A content part (`text`, `input_text`, `output_text`, `summary_text`, `refusal`, or an
+    /// untyped `{"text": …}`); image/audio/file parts carry no text and are skipped.
+    pub fn part(&mut self, p: &mut Value) {
+        match p.get("type").and_then(Value::as_str) {
+            None | Some("text" | "input_text" | "output_text" | "summary_text") => {
+                self.field(p, "text")
+            }
+            Some("refusal") => self.field(p, "refusal"),
+            _ => {}
+        }
+    }
+
+    /// Content that is either a plain string or an array of parts.
+    fn content(&mut self, v: &mut Value) {
+        match v {
+            Value::String(_) => self.string(v),
+            Value::Array(parts) => parts.iter_mut().for_each(|p| self.part(p)),
+            _ => {}
+        }
+    }
+
+    fn tool_calls(&mut self, v: &mut Value) {
+        if let Some(calls) = v.as_array_mut() {
+            for tc in calls {
+                if let Some(func) = tc.get_mut("function") {
+                    self.field(func, "arguments");
+                }
+                if let Some(custom) = tc.get_mut("custom") {
+                    self.field(custom, "input");
+                }
+            }
+        }
+    }
+
+    /// A Chat Completions message (request `messages[]` or response `choices[].message`).
+    fn chat_message(&mut self, msg: &mut Value) {
+        if let Some(c) = msg.get_mut("content") {
+            self.content(c);
+        }
+        self.field(msg, "refusal");
+        // Reasoning text of OpenAI-compatible providers (DeepSeek/vLLM, OpenRouter).
+        self.field(msg, "reasoning_content");
+        self.field(msg, "reasoning");
+        if let Some(tc) = msg.get_mut("tool_calls") {
+            self.tool_calls(tc);
+        }
+        if let Some(fc) = msg.get_mut("function_call") {
+            self.field(fc, "arguments");
+        }
+        if let Some(audio) = msg.get_mut("audio") {
+            self.field(audio, "transcript");
+        }
+    }
+
+    /// One Responses API item (request `input[]`, response `output[]`, stream `item`).
+    pub fn responses_item(&mut self, item: &mut Value, side: Side) {
+        match item.get("type").and_then(Value::as_str) {
+            None | Some("message") => {
+                if let Some(c) = item.get_mut("content") {
+                    self.content(c);
+                }
+            }
+            Some("function_call") => self.field(item, "arguments"),
+            Some("custom_tool_call") => self.field(item, "input"),
+            Some("function_call_output" | "custom_tool_call_output") => {
+                if let Some(out) = item.get_mut("output") {
+                    self.content(out);
+                }
+            }
+            // Model-written reasoning summaries are shown to users; on the request side they are
+            // echoes of an earlier (already filtered) response and may be integrity-checked.
+            Some("reasoning") if side == Side::Response => {
+                if let Some(Value::Array(parts)) = item.get_mut("summary") {
+                    parts.iter_mut().for_each(|p| self.part(p));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// A Responses `input`/`instructions`/`output`: a string or an array of items.
+    fn responses_items(&mut self, v: &mut Value, side: Side) {
+        match v {
+            Value::String(_) => self.string(v),
+            Value::Array(items) => items.iter_mut().for_each(|i| self.responses_item(i, side)),
+            _ => {}
+        }
+    }
+
+    /// Anthropic content: a string or an array of content blocks.
+    pub fn anthropic_content(&mut self, v: &mut Value) {
+        match v {
+            Value::String(_) => self.string(v),
+            Value::Array(blocks) => blocks.iter_mut().for_each(|b| self.anthropic_block(b)),
+            _ => {}
+        }
+    }
+
+    /// One Anthropic content block. Thinking blocks are signed by the provider and must stay
+    /// byte-identical, so they are never touched.
+    pub fn anthropic_block(&mut self, b: &mut Value) {
+        match b.get("type").and_then(Value::as_str) {
+            Some("text") => self.field(b, "text"),
+            Some("tool_use" | "server_tool_use" | "mcp_tool_use") => {
+                if let Some(input) = b.get_mut("input") {
+                    self.strings_deep(input);
+                }
+            }
+            Some("tool_result" | "mcp_tool_result" | "search_result") => {
+                if let Some(c) = b.get_mut("content") {
+                    self.anthropic_content(c);
+                }
+            }
+            Some("document") => {
+                if let Some(src) = b.get_mut("source") {
+                    match src.get("type").and_then(Value::as_str) {
+                        Some("text") => self.field(src, "data"),
+                        Some("content") => {
+                            if let Some(c) = src.get_mut("content") {
+                                self.anthropic_content(c);
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Walks the content fields of a request body of endpoint `ep`.
+    pub fn request(&mut self, ep: Endpoint, root: &mut Value) {
+        match ep {
+            Endpoint::ChatCompletions => {
+                if let Some(Value::Array(msgs)) = root.get_mut("messages") {
+                    msgs.iter_mut().for_each(|m| self.chat_message(m));
+                }
+                // Predicted outputs are sent to the provider verbatim.
+                if let Some(pred) = root.get_mut("prediction") {
+                    if let Some(c) = pred.get_mut("content") {
+                        self.content(c);
+                    }
+                }
+            }
+            Endpoint::Completions => {
+                if let Some(p) = root.get_mut("prompt") {
+                    self.string_or_strings(p);
+                }
+                self.field(root, "suffix");
+            }
+            Endpoint::Responses => {
+                if let Some(input) = root.get_mut("input") {
+                    self.responses_items(input, Side::Request);
+                }
+                if let Some(ins) = root.get_mut("instructions") {
+                    self.responses_items(ins, Side::Request);
+                }
+                // Prompt-template variables are substituted into the prompt server-side.
+                if let Some(Value::Object(vars)) =
+                    root.get_mut("prompt").and_then(|p| p.get_mut("variables"))
+                {
+                    for v in vars.values_mut() {
+                        match v {
+                            Value::String(_) => self.string(v),
+                            Value::Object(_) => self.part(v),
+                            _ => {}
+                        }
+                    }
+                }
+            }
+            Endpoint::Embeddings => {
+                if let Some(input) = root.get_mut("input") {
+                    self.string_or_strings(input);
+                }
+            }
+            Endpoint::AnthropicMessages => {
+                if let Some(sys) = root.get_mut("system") {
+                    self.anthropic_content(sys);
+                }
+                if let Some(Value::Array(msgs)) = root.get_mut("messages") {
+                    for m in msgs {
+                        if let Some(c) = m.get_mut("content") {
+                            self.anthropic_content(c);
+                        }
+                    }
+                }
+            }
+            Endpoint::Models | Endpoint::Other => {}
+        }
+    }
+
+    /// Walks the content fields of a (non-streamed) response body of endpoint `ep`.
+    pub fn response(&mut self, ep: Endpoint, root: &mut Value) {
+        match ep {
+            Endpoint::ChatCompletions => {
+                if let Some(Value::Array(choices)) = root.get_mut("choices") {
+                    for c in choices {
+                        if let Some(m) = c.get_mut("message") {
+                            self.chat_message(m);
+                        }
+                    }
+                }
+            }
+            Endpoint::Completions => {
+                if let Some(Value::Array(choices)) = root.get_mut("choices") {
+                    for c in choices {
+                        self.field(c, "text");
+                    }
+                }
+            }
+            Endpoint::Responses => {
+                if let Some(out) = root.get_mut("output") {
+                    self.responses_items(out, Side::Response);
+                }
+                // SDK convenience aggregate; present in some gateways' raw output.
+                self.field(root, "output_text");
+            }
+            Endpoint::AnthropicMessages => {
+                if let Some(c) = root.get_mut("content") {
+                    self.anthropic_content(c);
+                }
+            }
+            Endpoint::Embeddings | Endpoint::Models | Endpoint::Other => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{rewrite_request, rewrite_response, BodyError};
+    use super::*;
+    use serde_json::json;
+
+    /// Replaces every "SECRET" with "[X]"; None when absent.
+    fn redact(t: &str) -> Option<String> {
+        t.contains("SECRET").then(|| t.replace("SECRET", "[X]"))
+    }
+
+    fn req(ep: Endpoint, body: Value) -> Option<Value> {
+        let raw = serde_json::to_vec(&body).unwrap();
+        let mut f = redact;
+        rewrite_request(ep, &raw, &mut f)
+            .unwrap()
+            .map(|b| serde_json::from_slice(&b).unwrap())
+    }
+
+    fn resp(ep: Endpoint, body: Value) -> Option<Value> {
+        let raw = serde_json::to_vec(&body).unwrap();
+        let mut f = redact;
+        rewrite_response(ep, &raw, &mut f)
+            .unwrap()
+            .map(|b| serde_json::from_slice(&b).unwrap())
+    }
+
+    #[test]
+    fn request_fields_table() {
+        use Endpoint::*;
+        // (endpoint, input, expected output) — SECRET in non-content fields must survive.
+        let cases: Vec<(Endpoint, Value, Value)> = vec![
+            (
+                ChatCompletions,
+                json!({"model":"SECRET-model","messages":[{"role":"user","name":"SECRET","content":"hi SECRET"}]}),
+                json!({"model":"SECRET-model","messages":[{"role":"user","name":"SECRET","content":"hi [X]"}]}),
+            ),
+            (
+                ChatCompletions,
+                json!({"messages":[{"role":"user","content":[
+                    {"type":"text","text":"a SECRET"},
+                    {"type":"image_url","image_url":{"url":"https://x/SECRET.png"}},
+                    {"type":"input_audio","input_audio":{"data":"SECRET","format":"wav"}}]}]}),
+                json!({"messages":[{"role":"user","content":[
+                    {"type":"text","text":"a [X]"},
+                    {"type":"image_url","image_url":{"url":"https://x/SECRET.png"}},
+                    {"type":"input_audio","input_audio":{"data":"SECRET","format":"wav"}}]}]}),
+            ),
+            (
+                ChatCompletions,
+                json!({"messages":[{"role":"assistant","content":null,"refusal":"SECRET no",
+                    "tool_calls":[{"id":"call_SECRET","type":"function","function":{"name":"SECRET","arguments":"{\"q\":\"SECRET\"}"}},
+                                  {"id":"c2","type":"custom","custom":{"name":"n","input":"SECRET"}}],
+                    "function_call":{"name":"SECRET","arguments":"SECRET"}},
+                    {"role":"tool","tool_call_id":"call_SECRET","content":"result SECRET"}],
+                    "prediction":{"type":"content","content":"SECRET"}}),
+                json!({"messages":[{"role":"assistant","content":null,"refusal":"[X] no",
+                    "tool_calls":[{"id":"call_SECRET","type":"function","function":{"name":"SECRET","arguments":"{\"q\":\"[X]\"}"}},
+                                  {"id":"c2","type":"custom","custom":{"name":"n","input":"[X]"}}],
+                    "function_call":{"name":"SECRET","arguments":"[X]"}},
+                    {"role":"tool","tool_call_id":"call_SECRET","content":"result [X]"}],
+                    "prediction":{"type":"content","content":"[X]"}}),
+            ),
+            (
+                Completions,
+                json!({"model":"m","prompt":"SECRET","suffix":"SECRET","user":"SECRET"}),
+                json!({"model":"m","prompt":"[X]","suffix":"[X]","user":"SECRET"}),
+            ),
+            (
+                Completions,
+                json!({"prompt":["SECRET a","b"]}),
+                json!({"prompt":["[X] a","b"]}),
+            ),
+            (
+                Responses,
+                json!({"model":"m","instructions":"be SECRET","input":"hello SECRET"}),
+                json!({"model":"m","instructions":"be [X]","input":"hello [X]"}),
+            ),
+            (
+                Responses,
+                json!({"input":[
+                    {"role":"user","content":"SECRET"},
+                    {"type":"message","role":"user","content":[{"type":"input_text","text":"SECRET"},{"type":"input_image","image_url":"SECRET"},{"type":"input_file","file_data":"SECRET"}]},
+                    {"type":"message","role":"assistant","id":"msg_SECRET","content":[{"type":"output_text","text":"SECRET","annotations":[]},{"type":"refusal","refusal":"SECRET"}]},
+                    {"type":"function_call","call_id":"SECRET","name":"SECRET","arguments":"{\"a\":\"SECRET\"}"},
+                    {"type":"function_call_output","call_id":"SECRET","output":"SECRET"},
+                    {"type":"function_call_output","call_id":"x","output":[{"type":"input_text","text":"SECRET"}]},
+                    {"type":"custom_tool_call","call_id":"x","name":"SECRET","input":"SECRET"},
+                    {"type":"reasoning","id":"rs","summary":[{"type":"summary_text","text":"SECRET"}],"encrypted_content":"SECRET"},
+                    {"type":"item_reference","id":"SECRET"}],
+                    "prompt":{"id":"pmpt_SECRET","variables":{"a":"SECRET","b":{"type":"input_text","text":"SECRET"},"c":{"type":"input_image","image_url":"SECRET"}}}}),
+                json!({"input":[
+                    {"role":"user","content":"[X]"},
+                    {"type":"message","role":"user","content":[{"type":"input_text","text":"[X]"},{"type":"input_image","image_url":"SECRET"},{"type":"input_file","file_data":"SECRET"}]},
+                    {"type":"message","role":"assistant","id":"msg_SECRET","content":[{"type":"output_text","text":"[X]","annotations":[]},{"type":"refusal","refusal":"[X]"}]},
+                    {"type":"function_call","call_id":"SECRET","name":"SECRET","arguments":"{\"a\":\"[X]\"}"},
+                    {"type":"function_call_output","call_id":"SECRET","output":"[X]"},
+                    {"type":"function_call_output","call_id":"x","output":[{"type":"input_text","text":"[X]"}]},
+                    {"type":"custom_tool_call","call_id":"x","name":"SECRET","input":"[X]"},
+                    {"type":"reasoning","id":"rs","summary":[{"type":"summary_text","text":"SECRET"}],"encrypted_content":"SECRET"},
+                    {"type":"item_reference","id":"SECRET"}],
+                    "prompt":{"id":"pmpt_SECRET","variables":{"a":"[X]","b":{"type":"input_text","text":"[X]"},"c":{"type":"input_image","image_url":"SECRET"}}}}),
+            ),
+            (
+                Embeddings,
+                json!({"model":"SECRET","input":"SECRET"}),
+                json!({"model":"SECRET","input":"[X]"}),
+            ),
+            (
+                Embeddings,
+                json!({"input":["SECRET", "x", [1,2,3]]}),
+                json!({"input":["[X]", "x", [1,2,3]]}),
+            ),
+            (
+                AnthropicMessages,
+                json!({"model":"claude","system":"SECRET","metadata":{"user_id":"SECRET"},"messages":[{"role":"user","content":"SECRET"}]}),
+                json!({"model":"claude","system":"[X]","metadata":{"user_id":"SECRET"},"messages":[{"role":"user","content":"[X]"}]}),
+            ),
+            (
+                AnthropicMessages,
+                json!({"system":[{"type":"text","text":"SECRET","cache_control":{"type":"ephemeral"}}],"messages":[
+                    {"role":"user","content":[{"type":"text","text":"SECRET"},{"type":"image","source":{"type":"base64","media_type":"image/png","data":"SECRET"}},
+                        {"type":"document","source":{"type":"text","media_type":"text/plain","data":"SECRET"}}]},
+                    {"role":"assistant","content":[{"type":"thinking","thinking":"SECRET","signature":"sig"},
+                        {"type":"tool_use","id":"toolu_SECRET","name":"SECRET","input":{"q":"SECRET","n":[1,"SECRET",{"k":"SECRET"}],"SECRET":true}}]},
+                    {"role":"user","content":[{"type":"tool_result","tool_use_id":"toolu_SECRET","content":"SECRET"},
+                        {"type":"tool_result","tool_use_id":"t","content":[{"type":"text","text":"SECRET"}]}]}]}),
+                json!({"system":[{"type":"text","text":"[X]","cache_control":{"type":"ephemeral"}}],"messages":[
+                    {"role":"user","content":[{"type":"text","text":"[X]"},{"type":"image","source":{"type":"base64","media_type":"image/png","data":"SECRET"}},
+                        {"type":"document","source":{"type":"text","media_type":"text/plain","data":"[X]"}}]},
+                    {"role":"assistant","content":[{"type":"thinking","thinking":"SECRET","signature":"sig"},
+                        {"type":"tool_use","id":"toolu_SECRET","name":"SECRET","input":{"q":"[X]","n":[1,"[X]",{"k":"[X]"}],"SECRET":true}}]},
+                    {"role":"user","content":[{"type":"tool_result","tool_use_id":"toolu_SECRET","content":"[X]"},
+                        {"type":"tool_result","tool_use_id":"t","content":[{"type":"text","text":"[X]"}]}]}]}),
+            ),
+        ];
+        for (i, (ep, input, want)) in cases.into_iter().enumerate() {
+            assert_eq!(req(ep, input), Some(want), "case {i} ({ep:?})");
+        }
+    }
+
+    #[test]
+    fn response_fields_table() {
+        use Endpoint::*;
+        let cases: Vec<(Endpoint, Value, Value)> = vec![
+            (
+                ChatCompletions,
+                json!({"id":"SECRET","model":"SECRET","choices":[{"index":0,"message":{"role":"assistant","content":"SECRET","refusal":"SECRET",
+                    "tool_calls":[{"id":"SECRET","type":"function","function":{"name":"SECRET","arguments":"SECRET"}}],
+                    "audio":{"id":"SECRET","data":"SECRET","transcript":"SECRET"},"reasoning_content":"SECRET"},"finish_reason":"stop"}]}),
+                json!({"id":"SECRET","model":"SECRET","choices":[{"index":0,"message":{"role":"assistant","content":"[X]","refusal":"[X]",
+                    "tool_calls":[{"id":"SECRET","type":"function","function":{"name":"SECRET","arguments":"[X]"}}],
+                    "audio":{"id":"SECRET","data":"SECRET","transcript":"[X]"},"reasoning_content":"[X]"},"finish_reason":"stop"}]}),
+            ),
+            (
+                ChatCompletions,
+                json!({"choices":[{"message":{"content":[{"type":"text","text":"SECRET"}]}}]}),
+                json!({"choices":[{"message":{"content":[{"type":"text","text":"[X]"}]}}]}),
+            ),
+            (
+                Completions,
+                json!({"id":"SECRET","choices":[{"text":"SECRET","index":0,"logprobs":null},{"text":"SECRET b","index":1}]}),
+                json!({"id":"SECRET","choices":[{"text":"[X]","index":0,"logprobs":null},{"text":"[X] b","index":1}]}),
+            ),
+            (
+                Responses,
+                json!({"id":"resp_SECRET","output":[
+                    {"type":"reasoning","id":"rs","summary":[{"type":"summary_text","text":"SECRET"}]},
+                    {"type":"message","id":"msg_SECRET","role":"assistant","content":[{"type":"output_text","text":"SECRET","annotations":[{"type":"url_citation","url":"SECRET"}]}]},
+                    {"type":"function_call","id":"fc","call_id":"SECRET","name":"SECRET","arguments":"SECRET"},
+                    {"type":"web_search_call","id":"ws","action":{"query":"SECRET"}}],
+                    "output_text":"SECRET","instructions":"SECRET"}),
+                json!({"id":"resp_SECRET","output":[
+                    {"type":"reasoning","id":"rs","summary":[{"type":"summary_text","text":"[X]"}]},
+                    {"type":"message","id":"msg_SECRET","role":"assistant","content":[{"type":"output_text","text":"[X]","annotations":[{"type":"url_citation","url":"SECRET"}]}]},
+                    {"type":"function_call","id":"fc","call_id":"SECRET","name":"SECRET","arguments":"[X]"},
+                    {"type":"web_search_call","id":"ws","action":{"query":"SECRET"}}],
+                    "output_text":"[X]","instructions":"SECRET"}),
+            ),
+            (
+                AnthropicMessages,
+                json!({"id":"msg_SECRET","type":"message","content":[{"type":"text","text":"SECRET"},{"type":"thinking","thinking":"SECRET","signature":"s"},
+                    {"type":"tool_use","id":"SECRET","name":"SECRET","input":{"a":"SECRET"}}]}),
+                json!({"id":"msg_SECRET","type":"message","content":[{"type":"text","text":"[X]"},{"type":"thinking","thinking":"SECRET","signature":"s"},
+                    {"type":"tool_use","id":"SECRET","name":"SECRET","input":{"a":"[X]"}}]}),
+            ),
+        ];
+        for (i, (ep, input, want)) in cases.into_iter().enumerate() {
+            assert_eq!(resp(ep, input), Some(want), "case {i} ({ep:?})");
+        }
+        // Embeddings, models and unknown endpoints are never rewritten.
+        for ep in [Embeddings, Models, Other] {
+            assert_eq!(
+                resp(ep, json!({"data":[{"embedding":[0.1]}],"text":"SECRET"})),
+                None
+            );
+        }
+    }
+
+    #[test]
+    fn unchanged_is_none() {
+        let mut f = redact;
+        let body = br#"{ "model" : "gpt-4o",  "messages":[{"role":"user","content":"hello"}], "temperature": 1.0e0 }"#;
+        for ep in [
+            Endpoint::ChatCompletions,
+            Endpoint::Completions,
+            Endpoint::Responses,
+            Endpoint::Embeddings,
+            Endpoint::AnthropicMessages,
+            Endpoint::Models,
+            Endpoint::Other,
+        ] {
+            assert_eq!(rewrite_request(ep, body, &mut f).unwrap(), None, "{ep:?}");
+            assert_eq!(rewrite_response(ep, body, &mut f).unwrap(), None, "{ep:?}");
+        }
+        // A filter returning Some(identical text) is also "unchanged".
+        let mut same = |t: &str| Some(t.to_string());
+        assert_eq!(
+            rewrite_request(Endpoint::ChatCompletions, body, &mut same).unwrap(),
+            None
+        );
+        // Empty bodies (GET list endpoints) are nothing to rewrite.
+        assert_eq!(
+            rewrite_request(Endpoint::ChatCompletions, b"  ", &mut f).unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn changed_preserves_order_and_unknown_fields() {
+        let mut f = redact;
+        let body = br#"{"zeta":1,"model":"m","messages":[{"content":"SECRET","role":"user","x_extra":{"b":2,"a":1}}],"alpha":[true,null],"stream":false}"#;
+        let out = rewrite_request(Endpoint::ChatCompletions, body, &mut f)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            r#"{"zeta":1,"model":"m","messages":[{"content":"[X]","role":"user","x_extra":{"b":2,"a":1}}],"alpha":[true,null],"stream":false}"#
+        );
+    }
+
+    #[test]
+    fn errors() {
+        let mut f = redact;
+        let ep = Endpoint::ChatCompletions;
+        assert!(matches!(
+            rewrite_request(ep, b"{\"messages\":[", &mut f),
+            Err(BodyError::InvalidJson(_))
+        ));
+        assert!(matches!(
+            rewrite_request(ep, b"{\"content\":\"\xff\xfe\"}", &mut f),
+            Err(BodyError::InvalidUtf8)
+        ));
+        assert!(matches!(
+            rewrite_request(ep, b"[1,2]", &mut f),
+            Err(BodyError::NotAnObject)
+        ));
+        assert!(matches!(
+            rewrite_response(ep, b"{} trailing", &mut f),
+            Err(BodyError::InvalidJson(_))
+        ));
+        // Unknown endpoints never parse, so garbage passes through.
+        assert_eq!(
+            rewrite_request(Endpoint::Other, b"\xff garbage", &mut f).unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn error_messages_do_not_echo_content() {
+        let mut f = redact;
+        let e = rewrite_request(
+            Endpoint::ChatCompletions,
+            br#"{"messages":[{"content":"sk-SECRETVALUE" oops}]}"#,
+            &mut f,
+        )
+        .unwrap_err();
+        assert!(!e.to_string().contains("SECRETVALUE"), "{e}");
+    }
+}

@@ -1,0 +1,192 @@
+//! The end of a request (pingora's `logging` hook): one decision record fans out to metrics, the
+//! trace, the audit channel, the breaker and the rate limiter. Nothing here waits on I/O: the
+//! audit writer and the span exporter run on their own threads.
+
+use std::time::{Duration, Instant, SystemTime};
+
+use pingora::proxy::Session;
+use pingora::Error;
+
+use crate::audit::{AuditEvent, TokenUsage};
+use crate::rules::{Action, Decision};
+use crate::telemetry::{ChildKind, RequestOutcome};
+
+use super::app::App;
+use super::ctx::RequestCtx;
+
+pub async fn record(app: &App, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+    let now = Instant::now();
+    let duration = now.duration_since(ctx.started);
+    let status = final_status(session, e, ctx);
+    let decision = ctx
+        .evaluator
+        .as_ref()
+        .map(|ev| ev.decision())
+        .unwrap_or_else(|| Decision {
+            verdict: Action::Allow,
+            would_be: Action::Allow,
+            shadow: false,
+            rules: Vec::new(),
+            findings: Default::default(),
+            blocked_by: None,
+        });
+    let decision_label = if ctx
+        .client_error
+        .as_ref()
+        .is_some_and(|c| c.reason == "egress")
+    {
+        "block"
+    } else {
+        decision.label()
+    };
+    let upstream = ctx.upstream_name.clone().unwrap_or_else(|| "none".into());
+    let route = ctx.route();
+
+    // Breaker outcome for the upstream that answered (connect failures were recorded earlier).
+    super::peer::record_outcome(app, ctx, status, e);
+
+    // Rate limiter: debit real completion tokens.
+    if let (Some(usage), Some(caller)) = (&ctx.usage, &ctx.caller) {
+        app.limiter
+            .record_completion(caller, usage.completion_tokens)
+            .await;
+    }
+
+    let ttft = if ctx.stream_requested {
+        ctx.first_token_at.map(|t| t.duration_since(ctx.started))
+    } else {
+        None
+    };
+    let _entered = ctx.span.clone().entered();
+    app.metrics.request_finished(&RequestOutcome {
+        route,
+        upstream: &upstream,
+        decision: decision_label,
+        status,
+        duration,
+        overhead: ctx.overhead,
+        ttft,
+    });
+    for hit in &decision.rules {
+        app.metrics
+            .rule_match(&hit.pack, &hit.rule, action_label(hit.action), hit.shadow);
+    }
+    for (detector, n) in &decision.findings {
+        app.metrics.finding(detector, "any", *n);
+    }
+
+    if let Some(mut trace) = ctx.trace.take() {
+        trace.set_attr("jimini.request_id", ctx.request_id.clone());
+        trace.set_attr("jimini.decision", decision_label.to_string());
+        trace.set_attr("jimini.shadow", decision.shadow);
+        trace.set_attr("jimini.upstream", upstream.clone());
+        let rule_ids: Vec<opentelemetry::StringValue> = decision
+            .rules
+            .iter()
+            .map(|h| h.rule.clone().into())
+            .collect();
+        trace.set_attr(
+            "jimini.rules",
+            opentelemetry::Value::Array(opentelemetry::Array::String(rule_ids)),
+        );
+        if let Some(u) = &ctx.usage {
+            trace.set_attr("gen_ai.usage.input_tokens", u.prompt_tokens as i64);
+            trace.set_attr("gen_ai.usage.output_tokens", u.completion_tokens as i64);
+        }
+        if let (Some(s), Some(e)) = ctx.request_scan_time {
+            trace.child(ChildKind::RequestScan, s, e, []);
+        }
+        if let Some(up_start) = ctx.upstream_started {
+            let start = wall(ctx, up_start);
+            trace.child(ChildKind::Upstream, start, wall(ctx, now), []);
+        }
+        if ctx.response_scan_time > Duration::ZERO {
+            let end = SystemTime::now();
+            trace.child(
+                ChildKind::ResponseScan,
+                end - ctx.response_scan_time,
+                end,
+                [],
+            );
+        }
+        trace.end(status);
+    }
+
+    if let Some(audit) = &app.audit {
+        let mut rules: Vec<String> = decision.rules.iter().map(|h| h.rule.clone()).collect();
+        if let Some(err) = &ctx.client_error {
+            if err.reason == "egress" {
+                rules.push("egress".into());
+            }
+        }
+        let ev = AuditEvent {
+            request_id: ctx.request_id.clone(),
+            caller: ctx.caller.clone(),
+            subject: ctx.subject.clone(),
+            route: route.to_string(),
+            model: ctx.model.clone(),
+            upstream: ctx.upstream_name.clone(),
+            decision: decision_label.to_string(),
+            shadow: decision.shadow,
+            rules,
+            findings: decision.findings.clone(),
+            status,
+            latency_ms: duration.as_millis() as u64,
+            upstream_latency_ms: ctx
+                .upstream_started
+                .map(|s| now.duration_since(s).as_millis() as u64),
+            usage: ctx.usage.as_ref().map(|u| TokenUsage {
+                prompt: u.prompt_tokens,
+                completion: u.completion_tokens,
+                total: u.total_tokens,
+            }),
+            kind: "request".into(),
+            detail: ctx.unscanned.then(|| "unscanned".to_string()),
+        };
+        if let Err(err) = audit.record(ev) {
+            tracing::warn!(error = %err, "audit record not queued");
+        }
+    }
+
+    tracing::info!(
+        method = %ctx.method,
+        route,
+        upstream = %upstream,
+        status,
+        decision = decision_label,
+        shadow = decision.shadow,
+        duration_ms = duration.as_millis() as u64,
+        overhead_us = ctx.overhead.as_micros() as u64,
+        "request finished"
+    );
+}
+
+fn action_label(a: Action) -> &'static str {
+    match a {
+        Action::Allow => "allow",
+        Action::Flag => "flag",
+        Action::Redact => "redact",
+        Action::Block => "block",
+    }
+}
+
+fn wall(ctx: &RequestCtx, at: Instant) -> SystemTime {
+    ctx.started_wall + at.saturating_duration_since(ctx.started)
+}
+
+fn final_status(session: &Session, e: Option<&Error>, ctx: &RequestCtx) -> u16 {
+    if let Some(err) = &ctx.client_error {
+        return err.status;
+    }
+    if let Some(resp) = session.response_written() {
+        return resp.status.as_u16();
+    }
+    if ctx.status != 0 {
+        return ctx.status;
+    }
+    if e.is_some() {
+        502
+    } else {
+        0
+    }
+}

@@ -1,0 +1,218 @@
+//! The request body: buffered (bounded) while pingora streams empty chunks upstream, then parsed
+//! as OpenAI JSON at end of stream, scanned by the rule evaluator and sent rewritten — or
+//! rejected with an OpenAI-shaped error before the upstream sees a byte of it.
+
+use std::io::Read;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use pingora::{Error, ErrorType, Result};
+
+use crate::config::FailMode;
+use crate::openai::{self, errors};
+use crate::rules::{Direction, Evaluator, Scope};
+
+use super::app::App;
+use super::ctx::{ClientError, OverheadTimer, RequestCtx};
+
+pub fn on_chunk(
+    app: &App,
+    body: &mut Option<Bytes>,
+    eos: bool,
+    ctx: &mut RequestCtx,
+) -> Result<()> {
+    if !ctx.inspect_request {
+        return Ok(());
+    }
+    let _entered = ctx.span.clone().entered();
+    let mut overhead = ctx.overhead;
+    let result = {
+        let _timer = OverheadTimer::new(&mut overhead);
+        handle(app, body, eos, ctx)
+    };
+    ctx.overhead = overhead;
+    result
+}
+
+fn handle(app: &App, body: &mut Option<Bytes>, eos: bool, ctx: &mut RequestCtx) -> Result<()> {
+    // A retry replays the body: send what we decided the first time.
+    if ctx.request_done {
+        if eos {
+            *body = ctx.final_request_body.clone();
+        } else {
+            *body = Some(Bytes::new());
+        }
+        return Ok(());
+    }
+    let max = ctx.snap.config.body.max_bytes;
+    if let Some(chunk) = body.as_ref() {
+        if ctx.req_buf.len() + chunk.len() > max {
+            if ctx.observe_only {
+                // Shadow never blocks; stop observing and let the bytes flow.
+                ctx.observe_only = false;
+                ctx.inspect_request = false;
+                ctx.unscanned = true;
+                ctx.req_buf = Default::default();
+                return Ok(());
+            }
+            return fail(ctx, super::admission::too_large(max));
+        }
+        ctx.req_buf.extend_from_slice(chunk);
+    }
+    if !eos {
+        if !ctx.observe_only {
+            // Hold every byte until the whole body is scanned; an empty chunk sends nothing.
+            *body = Some(Bytes::new());
+        }
+        return Ok(());
+    }
+    ctx.request_done = true;
+    ctx.request_scan_time.0 = Some(SystemTime::now());
+    let raw = std::mem::take(&mut ctx.req_buf).freeze();
+    let out = process(app, &raw, ctx);
+    ctx.request_scan_time.1 = Some(SystemTime::now());
+    let out = out?;
+    if !ctx.observe_only {
+        ctx.final_request_body = Some(out.clone());
+        *body = Some(out);
+    }
+    Ok(())
+}
+
+/// Parse, evaluate and rewrite the complete body. Returns the bytes to send upstream.
+fn process(app: &App, raw: &Bytes, ctx: &mut RequestCtx) -> Result<Bytes> {
+    let snap = ctx.snap.clone();
+    let fail_mode = snap.config.body.on_unparseable;
+    let decoded: Bytes = if ctx.request_gzip {
+        match gunzip_bounded(raw, snap.config.body.max_bytes) {
+            Ok(b) => Bytes::from(b),
+            Err(msg) => return unparseable(ctx, fail_mode, raw, &msg),
+        }
+    } else {
+        raw.clone()
+    };
+    let info = match openai::inspect_request(&decoded) {
+        Ok(info) => info,
+        Err(e) => return unparseable(ctx, fail_mode, &decoded, &e.to_string()),
+    };
+    ctx.model = info.model.clone();
+    ctx.stream_requested = info.stream;
+    if ctx.subject.is_none() {
+        ctx.subject = info.user.clone();
+    }
+    if let Some(trace) = ctx.trace.as_mut() {
+        if let Some(m) = &ctx.model {
+            trace.set_attr("gen_ai.request.model", m.clone());
+        }
+    }
+
+    // Egress: the chosen upstream must be allowed to serve this model.
+    if let (Some(idx), Some(model)) = (ctx.upstream, ctx.model.as_deref()) {
+        if let Err(denied) = snap.gateway.check_model(&ctx.path, idx, model) {
+            return fail(
+                ctx,
+                ClientError::new(
+                    403,
+                    &format!("Egress denied: {denied}"),
+                    errors::POLICY,
+                    Some("egress.model_not_allowed"),
+                    "egress",
+                ),
+            );
+        }
+    }
+
+    let mut ev = Evaluator::new(
+        snap.rules.clone(),
+        Scope {
+            model: ctx.model.clone(),
+            route: ctx.endpoint.route().to_string(),
+            caller: ctx.caller.clone(),
+        },
+    );
+    if let Some(block) = ev.check_model() {
+        let err = ClientError::new(
+            403,
+            &block.message,
+            errors::POLICY,
+            Some(&block.rule),
+            "policy",
+        );
+        ctx.evaluator = Some(ev);
+        return fail(ctx, err);
+    }
+    let rewritten = {
+        let mut filter = |t: &str| ev.rewrite_text(Direction::Request, t);
+        openai::rewrite_request(ctx.endpoint, &decoded, &mut filter)
+    };
+    let blocked = ev.blocked().cloned();
+    ctx.evaluator = Some(ev);
+    if let Some(block) = blocked {
+        let _ = app;
+        return fail(
+            ctx,
+            ClientError::new(
+                403,
+                &block.message,
+                errors::POLICY,
+                Some(&block.rule),
+                "policy",
+            ),
+        );
+    }
+    let mut out = match rewritten {
+        Ok(Some(new_body)) => Bytes::from(new_body),
+        Ok(None) => decoded,
+        Err(e) => return unparseable(ctx, fail_mode, &decoded, &e.to_string()),
+    };
+    if let Some(model) = ctx.model_rewrite.clone() {
+        match openai::set_model(&out, &model) {
+            Ok(b) => out = Bytes::from(b),
+            Err(e) => return unparseable(ctx, fail_mode, &out, &e.to_string()),
+        }
+    }
+    Ok(out)
+}
+
+fn unparseable(ctx: &mut RequestCtx, mode: FailMode, body: &Bytes, why: &str) -> Result<Bytes> {
+    tracing::warn!(reason = %why, "request body could not be inspected");
+    match mode {
+        FailMode::Open => {
+            ctx.unscanned = true;
+            Ok(body.clone())
+        }
+        FailMode::Closed => fail(
+            ctx,
+            ClientError::new(
+                400,
+                &format!("Jimini could not parse the request body: {why}"),
+                errors::INVALID_REQUEST,
+                Some("invalid_body"),
+                "bad_request",
+            ),
+        ),
+    }
+}
+
+/// Record the error for `fail_to_proxy` and abort the upstream request. The upstream has seen
+/// headers but no body byte, and the half-sent connection is dropped.
+fn fail<T>(ctx: &mut RequestCtx, err: ClientError) -> Result<T> {
+    let status = err.status;
+    ctx.client_error = Some(err);
+    Err(Error::explain(
+        ErrorType::HTTPStatus(status),
+        "request rejected by jimini",
+    ))
+}
+
+fn gunzip_bounded(raw: &[u8], max: usize) -> std::result::Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    let mut decoder = flate2::read::MultiGzDecoder::new(raw).take(max as u64 + 1);
+    decoder
+        .read_to_end(&mut out)
+        .map_err(|e| format!("invalid gzip body: {e}"))?;
+    if out.len() > max {
+        return Err(format!("decompressed body exceeds {max} bytes"));
+    }
+    Ok(out)
+}

@@ -1,0 +1,272 @@
+//! The response: choose how to handle the body from the upstream's headers (JSON buffered and
+//! rewritten, SSE rewritten event by event, anything else untouched), then run each chunk
+//! through the evaluator. In global shadow mode bodies pass byte for byte while a copy is
+//! evaluated for the record.
+
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use pingora::http::ResponseHeader;
+use pingora::proxy::Session;
+use pingora::Result;
+
+use crate::config::FailMode;
+use crate::openai::{self, errors, Endpoint, SseRewriter, StreamFilter};
+use crate::rules::{Direction, Evaluator};
+
+use super::app::App;
+use super::ctx::{OverheadTimer, RequestCtx, ResponseMode};
+
+/// Bridges the SSE rewriter to the evaluator's response direction.
+pub struct StreamAdapter<'a> {
+    pub ev: &'a mut Evaluator,
+}
+
+impl StreamFilter for StreamAdapter<'_> {
+    fn push(&mut self, key: u64, chunk: &str) -> String {
+        self.ev.stream_push(Direction::Response, key, chunk)
+    }
+    fn finish(&mut self, key: u64) -> String {
+        self.ev.stream_finish(Direction::Response, key)
+    }
+    fn whole(&mut self, text: &str) -> Option<String> {
+        self.ev.rewrite_text(Direction::Response, text)
+    }
+    fn stop(&self) -> Option<(String, String)> {
+        self.ev
+            .blocked()
+            .map(|b| (b.rule.clone(), b.message.clone()))
+    }
+}
+
+pub fn on_headers(
+    _app: &App,
+    _session: &mut Session,
+    resp: &mut ResponseHeader,
+    ctx: &mut RequestCtx,
+) -> Result<()> {
+    let _entered = ctx.span.clone().entered();
+    let mut overhead = ctx.overhead;
+    {
+        let _timer = OverheadTimer::new(&mut overhead);
+        ctx.status = resp.status.as_u16();
+        if ctx.upstream_headers_at.is_none() {
+            ctx.upstream_headers_at = Some(Instant::now());
+        }
+        let _ = resp.insert_header("x-request-id", ctx.request_id.as_str());
+        for (k, v) in &ctx.rate_limit_headers {
+            let _ = resp.insert_header(*k, v.as_str());
+        }
+        let content_type = resp
+            .headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        let encoded = resp
+            .headers
+            .get("content-encoding")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| !v.eq_ignore_ascii_case("identity"));
+        let scannable_endpoint = !matches!(
+            ctx.endpoint,
+            Endpoint::Other | Endpoint::Models | Endpoint::Embeddings
+        );
+        // An evaluator exists when the request body was inspected; responses to uninspected
+        // requests (GET, unknown paths, fail-open) are not rewritten.
+        let has_evaluator = ctx.evaluator.is_some();
+        ctx.response_mode = if !scannable_endpoint || !has_evaluator || encoded {
+            if encoded && scannable_endpoint && has_evaluator {
+                // We asked for identity; an upstream that compresses anyway is not scanned.
+                tracing::warn!("upstream ignored Accept-Encoding: identity; response not scanned");
+                ctx.unscanned = true;
+            }
+            ResponseMode::Passthrough
+        } else if content_type.starts_with("text/event-stream") {
+            ResponseMode::Sse(Box::new(SseRewriter::new(ctx.endpoint)))
+        } else if content_type.starts_with("application/json") && ctx.status < 300 {
+            ResponseMode::Json(BytesMut::new())
+        } else {
+            ResponseMode::Passthrough
+        };
+        let rewriting =
+            !matches!(ctx.response_mode, ResponseMode::Passthrough) && !ctx.observe_only;
+        if rewriting {
+            resp.remove_header("content-length");
+            let _ = resp.insert_header("transfer-encoding", "chunked");
+        }
+    }
+    ctx.overhead = overhead;
+    Ok(())
+}
+
+pub fn on_chunk(
+    app: &App,
+    body: &mut Option<Bytes>,
+    eos: bool,
+    ctx: &mut RequestCtx,
+) -> Result<()> {
+    if matches!(ctx.response_mode, ResponseMode::Passthrough) {
+        if ctx.first_token_at.is_none() && body.as_ref().is_some_and(|b| !b.is_empty()) {
+            ctx.first_token_at = Some(Instant::now());
+        }
+        return Ok(());
+    }
+    let _entered = ctx.span.clone().entered();
+    let started = Instant::now();
+    let mut overhead = ctx.overhead;
+    {
+        let _timer = OverheadTimer::new(&mut overhead);
+        if ctx.observe_only {
+            observe(body, eos, ctx);
+        } else {
+            rewrite(app, body, eos, ctx);
+        }
+    }
+    ctx.overhead = overhead;
+    ctx.response_scan_time += started.elapsed();
+    if eos {
+        ctx.response_done = true;
+    }
+    Ok(())
+}
+
+/// Shadow: evaluate a copy, emit the original bytes.
+fn observe(body: &mut Option<Bytes>, eos: bool, ctx: &mut RequestCtx) {
+    if ctx.first_token_at.is_none() && body.as_ref().is_some_and(|b| !b.is_empty()) {
+        ctx.first_token_at = Some(Instant::now());
+    }
+    let Some(ev) = ctx.evaluator.as_mut() else {
+        return;
+    };
+    let max = ctx.snap.config.body.max_response_bytes;
+    match &mut ctx.response_mode {
+        ResponseMode::Sse(rw) => {
+            let mut filter = StreamAdapter { ev };
+            if let Some(chunk) = body.as_ref() {
+                let _ = rw.push(chunk, &mut filter);
+            }
+            if eos {
+                let _ = rw.finish(&mut filter);
+                ctx.usage = rw.usage();
+            }
+        }
+        ResponseMode::Json(buf) => {
+            if let Some(chunk) = body.as_ref() {
+                if buf.len() + chunk.len() <= max {
+                    buf.extend_from_slice(chunk);
+                }
+            }
+            if eos {
+                let mut filter = |t: &str| ev.rewrite_text(Direction::Response, t);
+                let _ = openai::rewrite_response(ctx.endpoint, buf, &mut filter);
+                ctx.usage = openai::response_usage(buf);
+            }
+        }
+        ResponseMode::Passthrough => {}
+    }
+}
+
+fn rewrite(_app: &App, body: &mut Option<Bytes>, eos: bool, ctx: &mut RequestCtx) {
+    let max = ctx.snap.config.body.max_response_bytes;
+    let fail_mode = ctx.snap.config.body.on_unparseable;
+    let endpoint = ctx.endpoint;
+    let Some(ev) = ctx.evaluator.as_mut() else {
+        return;
+    };
+    match &mut ctx.response_mode {
+        ResponseMode::Sse(rw) => {
+            if rw.stopped() {
+                // A policy stop already ended the client's stream; drop the rest.
+                *body = Some(Bytes::new());
+                return;
+            }
+            let mut filter = StreamAdapter { ev };
+            let mut out = match body.as_ref() {
+                Some(chunk) => rw.push(chunk, &mut filter),
+                None => Vec::new(),
+            };
+            if eos && !rw.stopped() {
+                out.extend_from_slice(&rw.finish(&mut filter));
+            }
+            if rw.stopped() {
+                ctx.stream_stopped = true;
+            }
+            if eos {
+                ctx.usage = rw.usage();
+            }
+            if ctx.first_token_at.is_none() && !out.is_empty() {
+                ctx.first_token_at = Some(Instant::now());
+            }
+            *body = Some(Bytes::from(out));
+        }
+        ResponseMode::Json(buf) => {
+            if let Some(chunk) = body.as_ref() {
+                if buf.len() + chunk.len() > max {
+                    if fail_mode == FailMode::Open {
+                        // Too large to inspect: release what we held and pass the rest through.
+                        let mut out = std::mem::take(buf);
+                        out.extend_from_slice(chunk);
+                        *body = Some(out.freeze());
+                        ctx.unscanned = true;
+                        ctx.response_mode = ResponseMode::Passthrough;
+                        return;
+                    }
+                    buf.clear();
+                    ctx.unscanned = true;
+                    *body = Some(if eos {
+                        Bytes::from(errors::body(
+                            "The upstream response exceeds the inspection limit.",
+                            errors::UPSTREAM,
+                            Some("response_too_large"),
+                        ))
+                    } else {
+                        Bytes::new()
+                    });
+                    ctx.response_mode = ResponseMode::Passthrough;
+                    return;
+                }
+                buf.extend_from_slice(chunk);
+            }
+            if !eos {
+                *body = Some(Bytes::new());
+                return;
+            }
+            let whole = std::mem::take(buf).freeze();
+            ctx.usage = openai::response_usage(&whole);
+            let result = {
+                let mut filter = |t: &str| ev.rewrite_text(Direction::Response, t);
+                openai::rewrite_response(endpoint, &whole, &mut filter)
+            };
+            let out = if let Some(block) = ev.blocked() {
+                Bytes::from(errors::body(
+                    &block.message,
+                    errors::POLICY,
+                    Some(&block.rule),
+                ))
+            } else {
+                match result {
+                    Ok(Some(new_body)) => Bytes::from(new_body),
+                    Ok(None) => whole,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "upstream JSON response could not be parsed");
+                        ctx.unscanned = true;
+                        match fail_mode {
+                            FailMode::Open => whole,
+                            FailMode::Closed => Bytes::from(errors::body(
+                                "The upstream response could not be inspected.",
+                                errors::UPSTREAM,
+                                Some("unparseable_upstream_response"),
+                            )),
+                        }
+                    }
+                }
+            };
+            if ctx.first_token_at.is_none() {
+                ctx.first_token_at = Some(Instant::now());
+            }
+            *body = Some(out);
+        }
+        ResponseMode::Passthrough => {}
+    }
+}

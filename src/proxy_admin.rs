@@ -1,0 +1,136 @@
+//! The admin API's view of the running proxy: implements `admin::AdminBackend` over the live
+//! [`App`] (rules, breakers, masked config, shadow toggle, audit verification and data-subject
+//! requests). The HTTP surface and JWT checks live in `admin/`.
+
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+
+use crate::admin::{AdminAuditEvent, AdminBackend, AdminError};
+use crate::audit::{self, AuditEvent};
+use crate::proxy::App;
+
+pub struct Backend {
+    app: Arc<App>,
+}
+
+impl Backend {
+    pub fn new(app: Arc<App>) -> Self {
+        Backend { app }
+    }
+
+    fn audit_dir(&self) -> Result<std::path::PathBuf, String> {
+        let snap = self.app.snapshot();
+        if self.app.audit.is_none() {
+            return Err("the audit log is disabled".into());
+        }
+        Ok(snap.config.audit.dir.clone())
+    }
+}
+
+impl AdminBackend for Backend {
+    fn ready(&self) -> (bool, Value) {
+        self.app.readiness()
+    }
+
+    fn rules(&self) -> Value {
+        let snap = self.app.snapshot();
+        json!({
+            "generation": snap.generation,
+            "shadow": snap.shadow,
+            "rule_count": snap.rules.rule_count(),
+            "packs": snap.rules.packs(),
+        })
+    }
+
+    fn reload_rules(&self) -> Result<Value, String> {
+        let generation = self.app.reload()?;
+        Ok(json!({"reloaded": true, "generation": generation}))
+    }
+
+    fn upstreams(&self) -> Value {
+        self.app.snapshot().gateway.snapshot()
+    }
+
+    fn reset_breaker(&self, name: &str) -> Result<Value, AdminError> {
+        if self.app.snapshot().gateway.reset_breaker(name) {
+            Ok(json!({"reset": name}))
+        } else {
+            Err(AdminError::NotFound(format!("no upstream named `{name}`")))
+        }
+    }
+
+    fn config_masked(&self) -> Value {
+        self.app.snapshot().config.masked_json()
+    }
+
+    fn set_shadow(&self, on: bool) -> Value {
+        match self.app.set_shadow(on) {
+            Ok(generation) => json!({"shadow": on, "generation": generation}),
+            Err(e) => json!({"shadow": self.app.snapshot().shadow, "error": e}),
+        }
+    }
+
+    fn audit_verify(&self) -> Result<Value, String> {
+        let dir = self.audit_dir()?;
+        if let Some(a) = &self.app.audit {
+            a.flush(std::time::Duration::from_secs(5));
+        }
+        let report = audit::verify_dir(&dir).map_err(|e| e.to_string())?;
+        // TODO(telemetry): export jimini_audit_chain_ok once Metrics has the gauge.
+        let _ = report.ok;
+        serde_json::to_value(report).map_err(|e| e.to_string())
+    }
+
+    fn audit_export(&self, subject: &str) -> Result<Value, String> {
+        let dir = self.audit_dir()?;
+        if let Some(a) = &self.app.audit {
+            a.flush(std::time::Duration::from_secs(5));
+        }
+        let records = audit::export_subject(&dir, subject).map_err(|e| e.to_string())?;
+        Ok(json!({"count": records.len(), "records": records}))
+    }
+
+    fn audit_erase(&self, subject: &str) -> Result<Value, String> {
+        let dir = self.audit_dir()?;
+        let report = audit::erase_subject(&dir, subject, self.app.audit.as_ref())
+            .map_err(|e| e.to_string())?;
+        serde_json::to_value(report).map_err(|e| e.to_string())
+    }
+
+    fn metrics_text(&self) -> String {
+        let snap = self.app.snapshot();
+        snap.gateway.export_breaker_states(&self.app.metrics);
+        if let Some(a) = &self.app.audit {
+            let s = a.stats();
+            self.app.metrics.set_audit_counters(s.written, s.dropped);
+        }
+        self.app.metrics.encode()
+    }
+
+    fn audit_admin(&self, event: AdminAuditEvent) {
+        if let Some(a) = &self.app.audit {
+            let ev = AuditEvent {
+                request_id: hex::encode(rand::random::<[u8; 12]>()),
+                caller: event.subject_of_token.clone(),
+                subject: None,
+                route: "admin".into(),
+                model: None,
+                upstream: None,
+                decision: event.outcome.clone(),
+                shadow: false,
+                rules: Vec::new(),
+                findings: Default::default(),
+                status: event.status,
+                latency_ms: 0,
+                upstream_latency_ms: None,
+                usage: None,
+                kind: "admin".into(),
+                detail: Some(format!("{} {}", event.method, event.path)),
+            };
+            if let Err(e) = a.record(ev) {
+                tracing::warn!(error = %e, "admin audit record not queued");
+            }
+        }
+    }
+}

@@ -1,0 +1,779 @@
+//! Per-detector true-positive and false-positive tables for the built-in detectors, run
+//! through the full matcher (all built-ins at once, so priority and rejection handling are
+//! exercised too), plus custom regex/keyword specs and error cases.
+
+use std::sync::OnceLock;
+
+use super::detectors;
+use super::*;
+
+fn builtin() -> &'static Matcher {
+    static M: OnceLock<Matcher> = OnceLock::new();
+    M.get_or_init(|| Matcher::builtin().expect("built-ins compile"))
+}
+
+/// (label, matched text) of every finding.
+fn found(text: &str) -> Vec<(String, String)> {
+    let m = builtin();
+    m.find(text)
+        .into_iter()
+        .map(|f| {
+            (
+                m.labels()[f.pattern].clone(),
+                text[f.start..f.end].to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Each `(text, expected)` must yield exactly one finding of `label` covering `expected`.
+fn assert_tp(label: &str, cases: &[(&str, &str)]) {
+    for (text, want) in cases {
+        let got = found(text);
+        assert_eq!(
+            got,
+            vec![(label.to_string(), want.to_string())],
+            "true positive for {label} in {text:?}"
+        );
+    }
+}
+
+/// None of the texts may yield a finding of `label`.
+fn assert_fp(label: &str, texts: &[&str]) {
+    for text in texts {
+        let got = found(text);
+        assert!(
+            got.iter().all(|(l, _)| l != label),
+            "false positive for {label} in {text:?}: {got:?}"
+        );
+    }
+}
+
+/// Same as `assert_tp` with the whole value embedded in a sentence.
+fn tp_embedded(label: &str, values: &[&str]) {
+    for v in values {
+        let text = format!("Note: the value {v} was in the log.");
+        assert_tp(label, &[(text.as_str(), v)]);
+    }
+}
+
+#[test]
+fn table_matches_builtin_list() {
+    let names: Vec<&str> = detectors::builtins().iter().map(|b| b.name).collect();
+    let mut a = names.clone();
+    let mut b = BUILTIN_DETECTORS.to_vec();
+    a.sort_unstable();
+    b.sort_unstable();
+    assert_eq!(a, b);
+    assert_eq!(builtin().labels().len(), BUILTIN_DETECTORS.len());
+    for (i, l) in builtin().labels().iter().enumerate() {
+        assert_eq!(l, BUILTIN_DETECTORS[i]);
+        assert!(builtin().pattern_bound(i).is_some(), "{l} must be bounded");
+    }
+}
+
+#[test]
+fn email() {
+    tp_embedded(
+        "email",
+        &[
+            "john.doe@example.com",
+            "a_b+tag@sub.domain.co.uk",
+            "x@y.io",
+            "first.last@xn--bcher-kva.de",
+            "UPPER@EXAMPLE.COM",
+            "user%name@example.org",
+            "test-1@my-domain.net",
+            "o.k_99@mail.example.travel",
+        ],
+    );
+    assert_tp(
+        "email",
+        &[("mail me: someone@example.com.", "someone@example.com")],
+    );
+    assert_tp("email", &[("(bob@example.com)", "bob@example.com")]);
+    assert_fp(
+        "email",
+        &[
+            "foo@bar",
+            "user@localhost",
+            "@example.com",
+            "name@.com",
+            "name@-example.com",
+            "version@1.2.3",
+            "x@y.c",
+            "email me at user at example dot com",
+            "name@example-.com",
+            "a@b@c.com",
+        ],
+    );
+}
+
+#[test]
+fn phone() {
+    tp_embedded(
+        "phone",
+        &[
+            "+1 (415) 555-2671",
+            "+14155552671",
+            "(415) 555-2671",
+            "415-555-2671",
+            "415.555.2671",
+            "1-800-555-0199",
+            "+44 20 7946 0958",
+            "+49 30 1234567",
+            "+33 1 23 45 67 89",
+            "020 7946 0958",
+            "+91 98765 43210",
+            "+86 138 0013 8000",
+            "01 23 45 67 89",
+            "07700 900123",
+        ],
+    );
+    // A trailing unrelated number is not swallowed.
+    assert_tp(
+        "phone",
+        &[("call +44 20 7946 0958 2024 ok", "+44 20 7946 0958")],
+    );
+    assert_fp(
+        "phone",
+        &[
+            "in 2023 and 2024",
+            "version 1.2.3 and 10.2.3.4",
+            "12345678901234567890",
+            "on 2024-01-15 at 10:30:45",
+            "order 4111111111111112 shipped",
+            "call 123-456-7890",
+            "+1 2 3 4 5 6 7 8",
+            "pi is 3.14159265358",
+            "ISBN 978-3-16-148410-0",
+            "ip 192.168.100.200",
+            "555-1234",
+            "5551234567",
+            "x+14155552671",
+            "411-555-1234",
+            "415-555-2671-99",
+        ],
+    );
+}
+
+#[test]
+fn phone_trailing_number_trimmed() {
+    // 12 + 4 + 2 digits > 15: trimmed back to the phone
+    let got = found("tel +44 20 7946 0958 2024 12 end");
+    assert_eq!(
+        got,
+        vec![("phone".to_string(), "+44 20 7946 0958".to_string())]
+    );
+}
+
+#[test]
+fn credit_card() {
+    tp_embedded(
+        "credit_card",
+        &[
+            "4111 1111 1111 1111",
+            "4111-1111-1111-1111",
+            "4111111111111111",
+            "5555 5555 5555 4444",
+            "3782 822463 10005",
+            "6011 1111 1111 1117",
+            "4012888888881881",
+            "2223 0031 2200 3222",
+            "3530111333300000",
+            "4222222222222",
+        ],
+    );
+    assert_tp(
+        "credit_card",
+        &[("card: 4242424242424242.", "4242424242424242")],
+    );
+    assert_tp(
+        "credit_card",
+        &[
+            ("2024 4111 1111 1111 1111 ok", "4111 1111 1111 1111"),
+            ("4111 1111 1111 1111 2024 ok", "4111 1111 1111 1111"),
+        ],
+    );
+    assert_fp(
+        "credit_card",
+        &[
+            "4111 1111 1111 1112",
+            "1234 5678 9012 3456",
+            "order 1234567890123456",
+            "0000 0000 0000 0000",
+            "4111-1111 1111-1111",
+            "9999999999999995",
+            "41111111111111111111111",
+            "x4111111111111111",
+            "4111111111111111y",
+            "ts 1700000000000",
+            "4111-1111-1111-1111-2222",
+        ],
+    );
+}
+
+#[test]
+fn non_luhn_order_number_hides_no_phone() {
+    // 16 digits failing Luhn: skipped whole, nothing found inside.
+    assert_eq!(found("order 1234567890123456 shipped"), vec![]);
+    assert_eq!(found("id 4155552671415555 x"), vec![]);
+}
+
+#[test]
+fn us_ssn() {
+    tp_embedded(
+        "us_ssn",
+        &[
+            "123-45-6789",
+            "078-05-1120",
+            "219-09-9999",
+            "536 90 4399",
+            "001-01-0001",
+        ],
+    );
+    assert_tp("us_ssn", &[("ssn 123-45-6789 2024", "123-45-6789")]);
+    assert_fp(
+        "us_ssn",
+        &[
+            "000-12-3456",
+            "666-12-3456",
+            "900-12-3456",
+            "123-00-4567",
+            "123-45-0000",
+            "123-45-67890",
+            "123-45-6789-0",
+            "123 45-6789",
+            "12-345-6789",
+            "5123-45-6789",
+            "room 12 123 45 6789",
+        ],
+    );
+}
+
+#[test]
+fn iban() {
+    tp_embedded(
+        "iban",
+        &[
+            "DE89 3704 0044 0532 0130 00",
+            "DE89370400440532013000",
+            "GB82 WEST 1234 5698 7654 32",
+            "FR14 2004 1010 0505 0001 3M02 606",
+            "NL91ABNA0417164300",
+            "BE68 5390 0754 7034",
+            "CH93 0076 2011 6238 5295 7",
+            "NO93 8601 1117 947",
+        ],
+    );
+    assert_tp(
+        "iban",
+        &[("BE68 5390 0754 7034 2024", "BE68 5390 0754 7034")],
+    );
+    assert_fp(
+        "iban",
+        &[
+            "DE89 3704 0044 0532 0130 01",
+            "XX89370400440532013000",
+            "DE8937040044053201300",
+            "GB82 WEST 1234 5698 7654",
+            "AB12 CDEF GHIJ KLMN",
+            "US12345678901234",
+            "de89370400440532013000",
+            "XDE89370400440532013000",
+        ],
+    );
+}
+
+#[test]
+fn ipv4() {
+    tp_embedded(
+        "ipv4",
+        &[
+            "192.168.1.1",
+            "10.0.0.255",
+            "8.8.8.8",
+            "255.255.255.255",
+            "0.0.0.0",
+            "172.16.254.1",
+        ],
+    );
+    assert_tp(
+        "ipv4",
+        &[
+            ("host 1.2.3.4:8080", "1.2.3.4"),
+            ("(127.0.0.1)", "127.0.0.1"),
+            ("ip=10.1.2.3;", "10.1.2.3"),
+            ("at 10.0.0.1.", "10.0.0.1"),
+        ],
+    );
+    assert_fp(
+        "ipv4",
+        &[
+            "1.2.3.4.5",
+            "256.1.1.1",
+            "1.2.3",
+            "version 10.2.3.4.1",
+            "01.02.03.04",
+            "192.168.1.300",
+            "1.2.3.4a",
+            "v1.2.3.4",
+        ],
+    );
+}
+
+#[test]
+fn ipv6() {
+    tp_embedded(
+        "ipv6",
+        &[
+            "2001:db8::1",
+            "2001:0db8:85a3:0000:0000:8a2e:0370:7334",
+            "fe80::1ff:fe23:4567:890a",
+            "::1",
+            "::ffff:192.168.1.1",
+            "2001:db8:0:0:1:0:0:1",
+            "FE80::0202:B3FF:FE1E:8329",
+        ],
+    );
+    assert_tp(
+        "ipv6",
+        &[("[2001:db8::8a2e:370:7334]:443", "2001:db8::8a2e:370:7334")],
+    );
+    assert_fp(
+        "ipv6",
+        &[
+            "12:30:45",
+            "std::vector<int>",
+            "dead::beef",
+            "Foo::Bar::baz",
+            "a:b:c:d",
+            "00:1A:2B:3C:4D:5E",
+            "1::2::3",
+            "::",
+            "2001:db8:::1",
+            "1:2:3:4:5:6:7:8:9",
+        ],
+    );
+}
+
+#[test]
+fn us_bank_routing() {
+    assert_tp(
+        "us_bank_routing",
+        &[
+            ("routing number 021000021", "021000021"),
+            ("ABA: 011000015", "011000015"),
+            ("RTN 121000358 for wires", "121000358"),
+            ("Routing #: 026009593", "026009593"),
+            ("routing_number=322271627", "322271627"),
+            ("bank transit no. 111000025", "111000025"),
+        ],
+    );
+    assert_fp(
+        "us_bank_routing",
+        &[
+            "021000021",
+            "order 021000021",
+            "routing number 021000022",
+            "database 021000021",
+            "routing number 0210000210",
+            "routing number: see below. Lorem ipsum dolor sit amet 021000021",
+            "routing 000000000",
+            "abacus 021000021",
+        ],
+    );
+}
+
+#[test]
+fn crypto_wallet() {
+    tp_embedded(
+        "crypto_wallet",
+        &[
+            "1A1zP1eP5QGefi2DMPTfTL5SLmv7DivfNa",
+            "3J98t1WpEZ73CNmQviecrnyiWrnqRhWNLy",
+            "1BvBMSEYstWetqTFn5Au4m4GFg7xJaNVN2",
+            "bc1qw508d6qejxtdg4y5r3zarvary0c5xw7kv8f3t4",
+            "BC1QW508D6QEJXTDG4Y5R3ZARVARY0C5XW7KV8F3T4",
+            "bc1p0xlxvlhemja6c4dqv22uapctqupfhlxm9h8z3k2e72q4k9hcz7vqzk5jj0",
+            "0x52908400098527886E0F7030069857D2E4169EE7",
+            "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed",
+            "0xde709f2102306220921060314715629080e2fb77",
+        ],
+    );
+    assert_fp(
+        "crypto_wallet",
+        &[
+            "1A1zP1eP5QGefi2DMPTfTL5SLmv7DivfNb",
+            "bc1qw508d6qejxtdg4y5r3zarvary0c5xw7kv8f3t5",
+            "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAeD",
+            "0x1234abcd",
+            "1111111111111111111111111111",
+            "0x52908400098527886E0F7030069857D2E4169EE",
+            "tb1qw508d6qejxtdg4y5r3zarvary0c5xw7kxpjzsx",
+            "31415926535897932384626433832795",
+        ],
+    );
+}
+
+fn rand_alnum(seed: u64, n: usize) -> String {
+    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            A[(x % A.len() as u64) as usize] as char
+        })
+        .collect()
+}
+
+#[test]
+fn api_keys() {
+    let openai_legacy = format!("sk-{}T3BlbkFJ{}", rand_alnum(1, 20), rand_alnum(2, 20));
+    let openai_proj = format!("sk-proj-{}", rand_alnum(3, 120));
+    let openai_svc = format!("sk-svcacct-{}", rand_alnum(4, 60));
+    tp_embedded(
+        "api_key.openai",
+        &[&openai_legacy, &openai_proj, &openai_svc],
+    );
+    let anthropic = format!("sk-ant-api03-{}-{}AA", rand_alnum(5, 40), rand_alnum(6, 50));
+    tp_embedded("api_key.anthropic", &[&anthropic]);
+    tp_embedded(
+        "api_key.aws_access_key",
+        &["AKIAIOSFODNN7EXAMPLE", "ASIAY34FZKBOKMUTVV7A"],
+    );
+    let gh = format!("ghp_{}", rand_alnum(7, 36));
+    let gho = format!("gho_{}", rand_alnum(8, 36));
+    let pat = format!("github_pat_11{}_{}", rand_alnum(9, 20), rand_alnum(10, 59));
+    tp_embedded("api_key.github", &[&gh, &gho, &pat]);
+    tp_embedded(
+        "api_key.slack",
+        &[
+            "xoxb-123456789012-1234567890123-AbCdEfGhIjKlMnOpQrStUvWx",
+            "xoxp-1234-5678-9012-abcdef0123456789",
+        ],
+    );
+    tp_embedded(
+        "api_key.google",
+        &["AIzaSyDaGmWKa4JsXZ-HjGw7ISLn_3namBGewQe"],
+    );
+    let stripe = format!("sk_live_{}", rand_alnum(11, 24));
+    let stripe_r = format!("rk_live_{}", rand_alnum(12, 24));
+    tp_embedded(
+        "api_key.stripe",
+        &[&stripe, &stripe_r, "sk_test_4eC39HqLyjWDarjtT1zdp7dc"],
+    );
+
+    for (label, texts) in [
+        (
+            "api_key.openai",
+            vec![
+                "pip install sk-learn".to_string(),
+                "sk-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx".to_string(),
+                "task-1234567890abcdefghijklmnop".to_string(),
+                "sk-your-api-key-goes-here-now".to_string(),
+                anthropic.clone(),
+            ],
+        ),
+        (
+            "api_key.aws_access_key",
+            vec![
+                "AKIA1234".to_string(),
+                "AKIAAAAAAAAAAAAAAAAA".to_string(),
+                "XAKIAIOSFODNN7EXAMPLE".to_string(),
+                "AKIAIOSFODNN7EXAMPLE1".to_string(),
+            ],
+        ),
+        (
+            "api_key.github",
+            vec![
+                "ghp_short".to_string(),
+                format!("ghp_{}", "x".repeat(36)),
+                format!("ghx_{}", rand_alnum(13, 36)),
+            ],
+        ),
+        (
+            "api_key.slack",
+            vec![
+                "xoxb-test".to_string(),
+                "xoxo-1234567890-abcdef".to_string(),
+            ],
+        ),
+        (
+            "api_key.google",
+            vec![
+                format!("AIza{}", rand_alnum(14, 34)),
+                format!("AIza{}", rand_alnum(15, 40)),
+            ],
+        ),
+        (
+            "api_key.stripe",
+            vec![
+                format!("pk_live_{}", rand_alnum(16, 24)),
+                "sk_live_short".to_string(),
+            ],
+        ),
+    ] {
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        assert_fp(label, &refs);
+    }
+}
+
+#[test]
+fn aws_secret_key_needs_context() {
+    let secret = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
+    for text in [
+        format!("aws_secret_access_key = {secret}"),
+        format!("AWS_SECRET_ACCESS_KEY={secret}"),
+        format!("export MY_AWS_SECRET_ACCESS_KEY=\"{secret}\""),
+        format!("{{\"SecretAccessKey\": \"{secret}\"}}"),
+        format!("the aws secret key is {secret}"),
+    ] {
+        assert_tp("api_key.aws_secret_key", &[(text.as_str(), secret)]);
+    }
+    assert_fp(
+        "api_key.aws_secret_key",
+        &[
+            secret,
+            "aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEYX",
+            "aws_secret_access_key = <your secret key here>",
+            "aws_secret_access_key = abcdefghijklmnopqrstuvwxyzabcdefghijklmn",
+        ],
+    );
+}
+
+const PEM_BODY: &str = "MIIEowIBAAKCAQEA0Z3VS5JJcds3xfn/ygWyF8PbnGy0AHB7MhgHcTz6sE2I2yPB\naFDrBz9vFqU4yZ6ZK7p4N+1bG5m5Jx3bZbq3zYp3k9qS3iU8L1oO2n0W8h6mJ7b=";
+
+#[test]
+fn private_key_blocks() {
+    for kind in [
+        "RSA PRIVATE KEY",
+        "PRIVATE KEY",
+        "EC PRIVATE KEY",
+        "OPENSSH PRIVATE KEY",
+        "ENCRYPTED PRIVATE KEY",
+    ] {
+        let block = format!("-----BEGIN {kind}-----\n{PEM_BODY}\n-----END {kind}-----");
+        let text = format!("here is my key:\n{block}\nthanks");
+        assert_tp("private_key", &[(text.as_str(), block.as_str())]);
+    }
+    let pgp = format!(
+        "-----BEGIN PGP PRIVATE KEY BLOCK-----\n\n{PEM_BODY}\n-----END PGP PRIVATE KEY BLOCK-----"
+    );
+    assert_tp("private_key", &[(pgp.as_str(), pgp.as_str())]);
+    // JSON-escaped newlines
+    let esc = format!(
+        "-----BEGIN RSA PRIVATE KEY-----\\n{}\\n-----END RSA PRIVATE KEY-----",
+        PEM_BODY.replace('\n', "\\n")
+    );
+    assert_tp("private_key", &[(esc.as_str(), esc.as_str())]);
+    // Truncated: header plus the base64 lines that follow.
+    let truncated = format!("-----BEGIN RSA PRIVATE KEY-----\n{PEM_BODY}");
+    let text = format!("{truncated}\nand then some prose.");
+    assert_tp("private_key", &[(text.as_str(), truncated.as_str())]);
+    assert_fp(
+        "private_key",
+        &[
+            "-----BEGIN PUBLIC KEY-----\nMIIBIjANBg\n-----END PUBLIC KEY-----",
+            "-----BEGIN CERTIFICATE-----\nMIIBIjANBg\n-----END CERTIFICATE-----",
+            "BEGIN RSA PRIVATE KEY",
+        ],
+    );
+}
+
+#[test]
+fn jwt() {
+    tp_embedded(
+        "jwt",
+        &[
+            "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIiwibmFtZSI6IkpvaG4gRG9lIiwiaWF0IjoxNTE2MjM5MDIyfQ.SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c",
+            "eyJhbGciOiJub25lIn0.eyJzdWIiOiIxIn0.",
+        ],
+    );
+    assert_fp(
+        "jwt",
+        &[
+            "eyJ0eXAiOiJKV1QifQ.eyJzdWIiOiIxIn0.c2lnbmF0dXJl",
+            "eyJhbGciOiJIUzI1NiJ9",
+            "eyJhbGciOiJIUzI1NiJ9.e.x",
+            "eyJhbGci!!.eyJzdWIiOiIxIn0.abc",
+            "eyJub3Rqc29u.eyJzdWIiOiIxIn0.abc",
+        ],
+    );
+}
+
+#[test]
+fn url_credentials() {
+    assert_tp(
+        "url_credentials",
+        &[
+            (
+                "db: postgres://admin:s3cr3t@db.internal:5432/app",
+                "postgres://admin:s3cr3t@db.internal",
+            ),
+            (
+                "see https://user:pass@example.com/path.",
+                "https://user:pass@example.com",
+            ),
+            (
+                "redis://:hunter2@cache.local",
+                "redis://:hunter2@cache.local",
+            ),
+            (
+                "mongodb+srv://app:p%40ss@cluster0.example.net/db",
+                "mongodb+srv://app:p%40ss@cluster0.example.net",
+            ),
+            (
+                "ftp://me:p@ss@files.example.org",
+                "ftp://me:p@ss@files.example.org",
+            ),
+            (
+                "amqp://guest:guest@[2001:db8::1]:5672",
+                "amqp://guest:guest@[2001:db8::1]",
+            ),
+        ],
+    );
+    assert_fp(
+        "url_credentials",
+        &[
+            "https://example.com",
+            "https://user@example.com/x",
+            "mailto:a@b.com",
+            "https://example.com:8080/path",
+            "http://:@host",
+        ],
+    );
+}
+
+#[test]
+fn mixed_text_priorities() {
+    let text = "Mail bob@example.com, call (415) 555-2671, card 4111 1111 1111 1111, \
+                ssn 123-45-6789, ip 10.0.0.1 and 2001:db8::1, key AKIAIOSFODNN7EXAMPLE, \
+                url https://u:p4ss@example.com. 漢字 é 🎉";
+    let labels: Vec<String> = found(text).into_iter().map(|(l, _)| l).collect();
+    assert_eq!(
+        labels,
+        vec![
+            "email",
+            "phone",
+            "credit_card",
+            "us_ssn",
+            "ipv4",
+            "ipv6",
+            "api_key.aws_access_key",
+            "url_credentials"
+        ]
+    );
+}
+
+#[test]
+fn find_from_uses_context_only() {
+    let m = builtin();
+    let text = "aaa bob@example.com 4111 1111 1111 1111";
+    let card_at = text.find("4111").unwrap();
+    let all = m.find(text);
+    assert_eq!(all.len(), 2);
+    // from inside the email: the email starts before `from`, only the card is reported
+    let later = m.find_from(text, 6);
+    assert_eq!(later.len(), 1);
+    assert_eq!(later[0].start, card_at);
+    // from inside a rejected 16-digit run: nothing is found in its tail
+    let t2 = "x 1234567890123456 y";
+    assert!(m.find_from(t2, 8).is_empty());
+    // from past the end / inside a multi-byte char does not panic
+    assert!(m.find_from("é", 1).is_empty());
+    assert!(m.find_from("abc", 99).is_empty());
+}
+
+#[test]
+fn custom_specs_and_errors() {
+    let specs = vec![
+        PatternSpec {
+            label: "ticket".into(),
+            kind: PatternKind::Regex(r"\bTCK-\d{6}\b".into()),
+        },
+        PatternSpec {
+            label: "words".into(),
+            kind: PatternKind::Keywords(vec![
+                "Ignore previous instructions".into(),
+                "jailbreak".into(),
+            ]),
+        },
+        PatternSpec::builtin("email"),
+    ];
+    let m = Matcher::new(&specs).unwrap();
+    let text =
+        "TCK-123456 then IGNORE  previous\ninstructions, jailbreaking no, jailbreak yes, a@b.io";
+    let got: Vec<(usize, &str)> = m
+        .find(text)
+        .iter()
+        .map(|f| (f.pattern, &text[f.start..f.end]))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (0, "TCK-123456"),
+            (1, "IGNORE  previous\ninstructions"),
+            (1, "jailbreak"),
+            (2, "a@b.io")
+        ]
+    );
+    // Unicode \d may match 4-byte digits: the bound is in bytes, worst case.
+    assert_eq!(m.pattern_max_len(0), Some(4 + 6 * 4));
+    // unbounded custom regex: capped
+    let m2 = Matcher::new_with_cap(
+        &[PatternSpec {
+            label: "long".into(),
+            kind: PatternKind::Regex(r"x+".into()),
+        }],
+        100,
+    )
+    .unwrap();
+    assert_eq!(m2.max_match_len(), 100);
+    assert_eq!(m2.pattern_bound(0), None);
+
+    let bad = Matcher::new(&[PatternSpec {
+        label: "broken".into(),
+        kind: PatternKind::Regex("(unclosed".into()),
+    }]);
+    match bad {
+        Err(ScanError::BadRegex { label, message }) => {
+            assert_eq!(label, "broken");
+            assert!(!message.is_empty());
+        }
+        other => panic!("expected BadRegex, got {other:?}"),
+    }
+    assert!(matches!(
+        Matcher::new(&[PatternSpec::builtin("emial")]),
+        Err(ScanError::UnknownDetector(n)) if n == "emial"
+    ));
+    assert!(matches!(
+        Matcher::new(&[PatternSpec { label: "kw".into(), kind: PatternKind::Keywords(vec![" ".into()]) }]),
+        Err(ScanError::EmptyKeywords(l)) if l == "kw"
+    ));
+    let e = ScanError::BadRegex {
+        label: "x".into(),
+        message: "y".into(),
+    };
+    assert_eq!(e.to_string(), "invalid regex for 'x': y");
+}
+
+#[test]
+fn unicode_boundary_custom_regex_on_non_ascii_text() {
+    let specs = vec![PatternSpec {
+        label: "cafe".into(),
+        kind: PatternKind::Regex(r"\bcafé\b".into()),
+    }];
+    let m = Matcher::new(&specs).unwrap();
+    let text = "un café noir, pas cafés";
+    let got: Vec<&str> = m.find(text).iter().map(|f| &text[f.start..f.end]).collect();
+    assert_eq!(got, vec!["café"]);
+}
+
+#[test]
+fn matcher_is_send_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<Matcher>();
+}

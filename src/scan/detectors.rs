@@ -1,0 +1,687 @@
+//! The built-in detector table: for each stable detector name, an ASCII-only regex (the
+//! candidate shape) and a span validator that cuts false positives (checksums, boundaries,
+//! context). Validators may trim a candidate (e.g. drop a trailing number group) or, for PEM
+//! blocks, extend it to the END line; `extra_len` bounds such extensions.
+
+use super::validators as v;
+
+/// Validates a candidate `hay[start..end]`; returns the accepted span (possibly trimmed or
+/// extended) or None. `hay` is the whole haystack, so validators may look around the span.
+pub(crate) type SpanValidator = fn(hay: &[u8], start: usize, end: usize) -> Option<(usize, usize)>;
+
+pub(crate) struct Builtin {
+    pub name: &'static str,
+    pub pattern: &'static str,
+    pub validate: SpanValidator,
+    /// Priority when several detectors match at the same start (lower wins).
+    pub rank: u8,
+    /// Bytes a validator may add beyond the regex match (PEM body).
+    pub extra_len: usize,
+}
+
+/// Longest PEM block body we look for after a `BEGIN … PRIVATE KEY` header.
+pub(crate) const PEM_MAX_BODY: usize = 8 * 1024;
+
+/// Bytes before a 9-digit candidate searched for a routing-number keyword.
+const ROUTING_CONTEXT: usize = 32;
+
+const OCTET: &str = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)";
+
+#[cfg(test)]
+pub(crate) fn builtins() -> &'static [Builtin] {
+    BUILTINS
+}
+
+pub(crate) fn find(name: &str) -> Option<&'static Builtin> {
+    BUILTINS.iter().find(|b| b.name == name)
+}
+
+/// IPv6 candidates: full 8-group form (optionally with an IPv4 tail) or any form with `::`.
+/// Bare `12:30:45` times never become candidates.
+pub(crate) fn ipv6_pattern() -> String {
+    let h = "[0-9A-Fa-f]{1,4}";
+    let v4 = format!(r"{OCTET}(?:\.{OCTET}){{3}}");
+    format!(
+        r"(?-u)(?:\b{h}(?::{h}){{7}}|\b{h}(?::{h}){{5}}:{v4}|(?:\b{h}(?::{h}){{0,6}}|\B)::(?:(?:{h}:){{0,5}}{v4}|(?:{h}:){{0,6}}{h})?)"
+    )
+}
+
+pub(crate) fn ipv4_pattern() -> String {
+    format!(r"(?-u)\b(?:{OCTET}\.){{3}}{OCTET}\b")
+}
+
+static BUILTINS: &[Builtin] = &[
+    Builtin {
+        name: "email",
+        pattern: r"(?-u)\b[A-Za-z0-9_][A-Za-z0-9._%+\-]{0,63}@[A-Za-z0-9][A-Za-z0-9.\-]{0,190}\.[A-Za-z]{2,24}\b",
+        validate: email,
+        rank: 13,
+        extra_len: 0,
+    },
+    Builtin {
+        name: "phone",
+        pattern: concat!(
+            r"(?-u)(?:",
+            // international, '+' and country code, optional (area), groups
+            r"\B\+[1-9]\d{0,2}(?:[ .\-]?\(\d{1,4}\))?(?:[ .\-]?\d{1,5}){1,6}\b",
+            // NANP: optional 1, area code (with or without parens), exchange, line
+            r"|(?:\b1[ .\-]?)?(?:\b[2-9]\d{2}[ .\-]|\B\([2-9]\d{2}\)[ .\-]?)[2-9]\d{2}[ .\-]\d{4}\b",
+            // trunk-prefixed national numbers (UK, DE, ...): 0AAA BBB(B) CCCC
+            r"|\b0[1-9]\d{1,3}[ \-]\d{3,4}[ \-]?\d{3,4}\b",
+            // FR style 0X XX XX XX XX
+            r"|\b0[1-9](?:[ .\-]\d{2}){4}\b",
+            r")"
+        ),
+        validate: phone,
+        rank: 18,
+        extra_len: 0,
+    },
+    Builtin {
+        name: "credit_card",
+        pattern: r"(?-u)\b\d(?:[ \-]?\d){12,18}\b",
+        validate: credit_card,
+        rank: 14,
+        extra_len: 0,
+    },
+    Builtin {
+        name: "us_ssn",
+        pattern: r"(?-u)\b\d{3}[ \-]\d{2}[ \-]\d{4}\b",
+        validate: us_ssn,
+        rank: 15,
+        extra_len: 0,
+    },
+    Builtin {
+        name: "iban",
+        pattern: r"(?-u)\b[A-Z]{2}\d{2}(?:[A-Z0-9]{11,30}|(?: [A-Z0-9]{4}){2,7}(?: [A-Z0-9]{1,4})?)\b",
+        validate: iban,
+        rank: 12,
+        extra_len: 0,
+    },
+    Builtin {
+        name: "ipv4",
+        pattern: "", // built by ipv4_pattern()
+        validate: ipv4,
+        rank: 16,
+        extra_len: 0,
+    },
+    Builtin {
+        name: "ipv6",
+        pattern: "", // built by ipv6_pattern()
+        validate: ipv6,
+        rank: 17,
+        extra_len: 0,
+    },
+    Builtin {
+        name: "us_bank_routing",
+        pattern: r"(?-u)\b(?:0\d|1[0-2]|2[1-9]|3[0-2]|6[1-9]|7[0-2]|80)\d{7}\b",
+        validate: us_bank_routing,
+        rank: 19,
+        extra_len: 0,
+    },
+    Builtin {
+        name: "crypto_wallet",
+        pattern: r"(?-u)\b(?:[13][1-9A-HJ-NP-Za-km-z]{25,34}|(?:bc1|BC1)[02-9ac-hj-np-zAC-HJ-NP-Z]{8,87}|0x[0-9a-fA-F]{40})\b",
+        validate: crypto_wallet,
+        rank: 11,
+        extra_len: 0,
+    },
+    Builtin {
+        name: "api_key.openai",
+        pattern: r"(?-u)\bsk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_\-]{20,250}",
+        validate: openai_key,
+        rank: 4,
+        extra_len: 0,
+    },
+    Builtin {
+        name: "api_key.anthropic",
+        pattern: r"(?-u)\bsk-ant-[A-Za-z0-9_\-]{20,250}",
+        validate: anthropic_key,
+        rank: 3,
+        extra_len: 0,
+    },
+    Builtin {
+        name: "api_key.aws_access_key",
+        pattern: r"(?-u)\b(?:AKIA|ASIA|ABIA|ACCA)[A-Z0-9]{16}\b",
+        validate: aws_access_key,
+        rank: 9,
+        extra_len: 0,
+    },
+    Builtin {
+        name: "api_key.aws_secret_key",
+        // The keyword is part of the match (so prose never pays for 40-char runs); the
+        // validator trims the finding to the 40-character secret itself.
+        pattern: concat!(
+            r"(?-u)(?i:(?:aws[_\-. ]?)?secret[_\-. ]?access[_\-. ]?key|aws[_\-. ]?secret(?:[_\-. ]?key)?)",
+            r#"(?:\s{1,4}is\s{1,4}|[\x20\t"'`:=>\\]{1,10})"#,
+            r"[A-Za-z0-9/+]{40}"
+        ),
+        validate: aws_secret_key,
+        rank: 10,
+        extra_len: 0,
+    },
+    Builtin {
+        name: "api_key.github",
+        pattern: r"(?-u)\b(?:gh[pousr]_[A-Za-z0-9]{36,251}|github_pat_[A-Za-z0-9_]{22,242})\b",
+        validate: github_token,
+        rank: 6,
+        extra_len: 0,
+    },
+    Builtin {
+        name: "api_key.slack",
+        pattern: r"(?-u)\b(?:xox[abprse]|xoxe\.xox[bp]|xapp)-[A-Za-z0-9\-]{10,250}",
+        validate: slack_token,
+        rank: 7,
+        extra_len: 0,
+    },
+    Builtin {
+        name: "api_key.google",
+        pattern: r"(?-u)\bAIza[0-9A-Za-z_\-]{35}",
+        validate: google_key,
+        rank: 8,
+        extra_len: 0,
+    },
+    Builtin {
+        name: "api_key.stripe",
+        pattern: r"(?-u)\b(?:sk|rk)_(?:live|test)_[0-9A-Za-z]{16,247}\b",
+        validate: stripe_key,
+        rank: 5,
+        extra_len: 0,
+    },
+    Builtin {
+        name: "private_key",
+        pattern: r"(?-u)-----BEGIN (?:[A-Z0-9]{1,16} ){0,3}PRIVATE KEY(?: BLOCK)?-----",
+        validate: private_key,
+        rank: 0,
+        extra_len: PEM_MAX_BODY + 64,
+    },
+    Builtin {
+        name: "jwt",
+        pattern: r"(?-u)\beyJ[A-Za-z0-9_\-]{6,600}\.[A-Za-z0-9_\-]{2,6000}\.[A-Za-z0-9_\-]{0,1400}",
+        validate: jwt,
+        rank: 1,
+        extra_len: 0,
+    },
+    Builtin {
+        name: "url_credentials",
+        pattern: concat!(
+            r"(?-u)\b[A-Za-z][A-Za-z0-9+.\-]{1,31}://",
+            r"[A-Za-z0-9._~%!$&'()*+,;=\-]{0,128}:[A-Za-z0-9._~%!$&'()*+,;=:@\-]{1,256}@",
+            r"(?:\[[0-9A-Fa-f:.]{2,45}\]|[A-Za-z0-9][A-Za-z0-9.\-]{0,252})"
+        ),
+        validate: url_credentials,
+        rank: 2,
+        extra_len: 0,
+    },
+];
+
+/// The regex source of a built-in (two are generated).
+pub(crate) fn pattern_of(b: &Builtin) -> String {
+    match b.name {
+        "ipv4" => ipv4_pattern(),
+        "ipv6" => ipv6_pattern(),
+        _ => b.pattern.to_string(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// boundary helpers
+
+fn at(h: &[u8], i: usize) -> Option<u8> {
+    h.get(i).copied()
+}
+
+fn before(h: &[u8], s: usize, k: usize) -> Option<u8> {
+    s.checked_sub(k).and_then(|i| at(h, i))
+}
+
+fn is_digit(b: Option<u8>) -> bool {
+    b.is_some_and(|b| b.is_ascii_digit())
+}
+
+/// The candidate is not glued to a longer digit sequence: no digit right before/after, and
+/// no `-`/`.` joining it to another digit (`1.2.3.4.5`, `555-123-4567-89`).
+fn digits_isolated(h: &[u8], s: usize, e: usize) -> bool {
+    let joiner = |b: Option<u8>| matches!(b, Some(b'-' | b'.'));
+    !is_digit(before(h, s, 1))
+        && !(joiner(before(h, s, 1)) && is_digit(before(h, s, 2)))
+        && !is_digit(at(h, e))
+        && !(joiner(at(h, e)) && is_digit(at(h, e + 1)))
+}
+
+/// `h[..s]` ends with "<digits> " where the digits are a whole whitespace-delimited token.
+fn number_token_before(h: &[u8], s: usize) -> bool {
+    if before(h, s, 1) != Some(b' ') {
+        return false;
+    }
+    let end = s - 1;
+    let start = h[..end]
+        .iter()
+        .rposition(u8::is_ascii_whitespace)
+        .map_or(0, |i| i + 1);
+    start < end && h[start..end].iter().all(u8::is_ascii_digit)
+}
+
+/// `h[e..]` starts with " <digits>" where the digits are a whole whitespace-delimited token.
+fn number_token_after(h: &[u8], e: usize) -> bool {
+    if at(h, e) != Some(b' ') {
+        return false;
+    }
+    let tok = h[e + 1..]
+        .iter()
+        .take_while(|b| !b.is_ascii_whitespace())
+        .count();
+    tok > 0 && h[e + 1..e + 1 + tok].iter().all(u8::is_ascii_digit)
+}
+
+fn is_key_char(b: u8, extra: &[u8]) -> bool {
+    b.is_ascii_alphanumeric() || extra.contains(&b)
+}
+
+/// The token does not continue past `e` with characters of the same alphabet.
+fn key_ends(h: &[u8], e: usize, extra: &[u8]) -> bool {
+    !at(h, e).is_some_and(|b| is_key_char(b, extra))
+}
+
+/// Cheap randomness sanity check for secret bodies: rejects placeholders such as
+/// `sk-xxxxxxxxxxxxxxxxxxxxxxxx` or `sk-your-api-key-here-please`.
+fn looks_random(body: &[u8]) -> bool {
+    let mut seen = [false; 128];
+    let mut distinct = 0;
+    let (mut digit, mut upper, mut lower) = (false, false, false);
+    for &b in body {
+        if b < 128 && !seen[b as usize] {
+            seen[b as usize] = true;
+            distinct += 1;
+        }
+        digit |= b.is_ascii_digit();
+        upper |= b.is_ascii_uppercase();
+        lower |= b.is_ascii_lowercase();
+    }
+    distinct >= 8 && (digit || (upper && lower))
+}
+
+/// Ends of the maximal digit runs inside `h[s..e]`, with the number of digits up to each.
+fn digit_groups(h: &[u8], s: usize, e: usize) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    let mut count = 0;
+    let mut i = s;
+    while i < e {
+        if h[i].is_ascii_digit() {
+            count += 1;
+            if i + 1 == e || !h[i + 1].is_ascii_digit() {
+                out.push((i + 1, count));
+            }
+        }
+        i += 1;
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------
+// validators
+
+fn email(h: &[u8], s: usize, e: usize) -> Option<(usize, usize)> {
+    let span = &h[s..e];
+    let at_pos = span.iter().position(|&b| b == b'@')?;
+    let (local, domain) = (&span[..at_pos], &span[at_pos + 1..]);
+    let local_ok = !local.is_empty()
+        && local.first() != Some(&b'.')
+        && local.last() != Some(&b'.')
+        && !local.windows(2).any(|w| w == b"..");
+    let labels_ok = domain.split(|&b| b == b'.').all(|l| {
+        !l.is_empty() && l.len() <= 63 && l.first() != Some(&b'-') && l.last() != Some(&b'-')
+    });
+    // "a@b.c-d.com" fine; an '@' right after the match means it is part of something else.
+    let glued = at(h, e) == Some(b'@') || before(h, s, 1) == Some(b'@');
+    (local_ok && labels_ok && !glued).then_some((s, e))
+}
+
+fn phone(h: &[u8], s: usize, e: usize) -> Option<(usize, usize)> {
+    let first = h[s];
+    // '+' numbers are checked against E.164 (8-15 digits); others have fixed shapes.
+    if first == b'+' {
+        if is_digit(before(h, s, 1)) {
+            return None;
+        }
+        let groups = digit_groups(h, s, e);
+        // Try the longest prefix ending on a digit group that is a plausible number, so a
+        // trailing unrelated number ("+44 20 7946 0958 2024") does not hide the phone.
+        for (k, &(end, ndigits)) in groups.iter().enumerate().rev() {
+            if !(8..=15).contains(&ndigits) {
+                continue;
+            }
+            let singles = groups[..=k]
+                .iter()
+                .scan(0, |prev, &(_, n)| {
+                    let len = n - *prev;
+                    *prev = n;
+                    Some(len)
+                })
+                .filter(|&len| len == 1)
+                .count();
+            let span = &h[s..end];
+            let opens = span.iter().filter(|&&b| b == b'(').count();
+            let closes = span.iter().filter(|&&b| b == b')').count();
+            if singles <= 2 && opens == closes && digits_isolated(h, s, end) {
+                return Some((s, end));
+            }
+        }
+        return None;
+    }
+    if !digits_isolated(h, s, e) {
+        return None;
+    }
+    let digits: Vec<u8> = h[s..e].iter().copied().filter(u8::is_ascii_digit).collect();
+    if first == b'0' {
+        return (10..=11).contains(&digits.len()).then_some((s, e));
+    }
+    // NANP: [1] NXX NXX XXXX; N11 area codes are service codes, not numbers.
+    let d = if digits.len() == 11 && digits[0] == b'1' {
+        &digits[1..]
+    } else {
+        &digits[..]
+    };
+    if d.len() != 10 || &d[1..3] == b"11" {
+        return None;
+    }
+    Some((s, e))
+}
+
+fn credit_card(h: &[u8], s: usize, e: usize) -> Option<(usize, usize)> {
+    let joiner = matches!(before(h, s, 1), Some(b'-' | b'.'));
+    if is_digit(before(h, s, 1)) || (joiner && is_digit(before(h, s, 2))) {
+        return None;
+    }
+    let groups = digit_groups(h, s, e);
+    let check = |end: usize| -> bool {
+        let digits: Vec<u8> = h[s..end]
+            .iter()
+            .copied()
+            .filter(u8::is_ascii_digit)
+            .collect();
+        (13..=19).contains(&digits.len())
+            && v::luhn(&digits)
+            && v::plausible_iin(&digits)
+            && !is_digit(at(h, end))
+            && !(matches!(at(h, end), Some(b'-' | b'.')) && is_digit(at(h, end + 1)))
+    };
+    // An unseparated number, possibly followed by an unrelated one ("4111…1111 7").
+    if groups.len() == 1 || groups[0].1 >= 13 {
+        return check(groups[0].0).then_some((s, groups[0].0));
+    }
+    // Separated: one separator kind, groups of 3-6 digits (4-4-4-4, 4-6-5, 4-4-4-4-3 ...).
+    // Try the longest such group-aligned prefix first, so that a following unrelated number
+    // ("4111 1111 1111 1111 2024") is not swallowed and does not hide the card.
+    let sep = h[groups[0].0];
+    let mut prev = 0;
+    let mut start = s;
+    let mut usable = 0;
+    for (k, &(end, n)) in groups.iter().enumerate() {
+        let len = n - prev;
+        prev = n;
+        let sep_ok = k == 0 || (end - len - start == 1 && h[start] == sep);
+        if !(3..=6).contains(&len) || !sep_ok {
+            break;
+        }
+        usable += 1;
+        start = end;
+    }
+    groups[..usable]
+        .iter()
+        .rev()
+        .find(|&&(end, _)| check(end))
+        .map(|&(end, _)| (s, end))
+}
+
+fn us_ssn(h: &[u8], s: usize, e: usize) -> Option<(usize, usize)> {
+    let span = &h[s..e];
+    let (sep1, sep2) = (span[3], span[6]);
+    if sep1 != sep2 || !digits_isolated(h, s, e) {
+        return None;
+    }
+    // A space-separated triple next to another plain number is too ambiguous.
+    if sep1 == b' ' && (number_token_before(h, s) || number_token_after(h, e)) {
+        return None;
+    }
+    v::ssn_parts_valid(&span[..3], &span[4..6], &span[7..]).then_some((s, e))
+}
+
+fn iban(h: &[u8], s: usize, e: usize) -> Option<(usize, usize)> {
+    let want = v::iban_length(&h[s..s + 2])?;
+    let mut compact = Vec::with_capacity(34);
+    for (i, &b) in h[s..e].iter().enumerate() {
+        if b != b' ' {
+            compact.push(b);
+            if compact.len() == want {
+                let end = s + i + 1;
+                // Must end on a group boundary (spaced) or at the candidate end (compact).
+                let boundary = end == e || at(h, end) == Some(b' ');
+                return (boundary && v::iban_valid(&compact)).then_some((s, end));
+            }
+        }
+    }
+    None
+}
+
+fn ipv4(h: &[u8], s: usize, e: usize) -> Option<(usize, usize)> {
+    let dotted_before = before(h, s, 1) == Some(b'.');
+    let dotted_after =
+        at(h, e) == Some(b'.') && at(h, e + 1).is_some_and(|b| b.is_ascii_alphanumeric());
+    (!dotted_before && !dotted_after && digits_isolated(h, s, e)).then_some((s, e))
+}
+
+fn ipv6(h: &[u8], s: usize, e: usize) -> Option<(usize, usize)> {
+    let span = std::str::from_utf8(&h[s..e]).ok()?;
+    let glue =
+        |b: Option<u8>| b.is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b':');
+    // Glued to more address-like text on either side: part of something longer. A lone
+    // ':' next to the address (`ip:2001:db8::1`, `2001:db8::1: next`) is punctuation.
+    let prev = before(h, s, 1);
+    if glue(prev) && !(prev == Some(b':') && !glue(before(h, s, 2))) {
+        return None;
+    }
+    let next = at(h, e);
+    if glue(next) && !(next == Some(b':') && !glue(at(h, e + 1))) {
+        return None;
+    }
+    if (prev == Some(b'.') && is_digit(before(h, s, 2)))
+        || (next == Some(b'.') && is_digit(at(h, e + 1)))
+    {
+        return None;
+    }
+    // Hex-only words joined by '::' (C++ `Foo::Bar`, `dead::beef`) are not addresses.
+    if !span.bytes().any(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    span.parse::<std::net::Ipv6Addr>().ok().map(|_| (s, e))
+}
+
+fn us_bank_routing(h: &[u8], s: usize, e: usize) -> Option<(usize, usize)> {
+    if !digits_isolated(h, s, e) || !v::aba_valid(&h[s..e]) {
+        return None;
+    }
+    // Any 9-digit number passes the ABA checksum 1 time in 10: require a keyword nearby.
+    let from = s.saturating_sub(ROUTING_CONTEXT);
+    let ctx: Vec<u8> = h[from..s].iter().map(u8::to_ascii_lowercase).collect();
+    const KEYWORDS: [&[u8]; 4] = [b"routing", b"aba", b"rtn", b"transit"];
+    let found = KEYWORDS.iter().any(|kw| {
+        ctx.windows(kw.len()).enumerate().any(|(i, w)| {
+            w == *kw
+                && !(i > 0 && ctx[i - 1].is_ascii_alphabetic())
+                && !ctx.get(i + kw.len()).is_some_and(u8::is_ascii_alphabetic)
+        })
+    });
+    found.then_some((s, e))
+}
+
+fn crypto_wallet(h: &[u8], s: usize, e: usize) -> Option<(usize, usize)> {
+    let span = &h[s..e];
+    let ok = if let Some(hex) = span.strip_prefix(b"0x") {
+        v::eth_address_valid(hex)
+    } else if span.len() > 3 && span[..3].eq_ignore_ascii_case(b"bc1") {
+        v::segwit_address_valid(span, &[b"bc"])
+    } else {
+        v::btc_base58check(span)
+    };
+    ok.then_some((s, e))
+}
+
+fn openai_key(h: &[u8], s: usize, e: usize) -> Option<(usize, usize)> {
+    let span = &h[s..e];
+    if span.starts_with(b"sk-ant-") || !key_ends(h, e, b"_-") {
+        return None;
+    }
+    let body = [&b"sk-proj-"[..], b"sk-svcacct-", b"sk-admin-", b"sk-"]
+        .iter()
+        .find_map(|p| span.strip_prefix(*p))?;
+    looks_random(body).then_some((s, e))
+}
+
+fn anthropic_key(h: &[u8], s: usize, e: usize) -> Option<(usize, usize)> {
+    let body = h[s..e].strip_prefix(b"sk-ant-")?;
+    (key_ends(h, e, b"_-") && looks_random(body)).then_some((s, e))
+}
+
+fn aws_access_key(h: &[u8], s: usize, e: usize) -> Option<(usize, usize)> {
+    let body = &h[s + 4..e];
+    let distinct = {
+        let mut seen = [false; 128];
+        body.iter()
+            .filter(|&&b| !std::mem::replace(&mut seen[(b & 127) as usize], true))
+            .count()
+    };
+    (distinct >= 6).then_some((s, e))
+}
+
+fn aws_secret_key(h: &[u8], s: usize, e: usize) -> Option<(usize, usize)> {
+    let start = e.checked_sub(40).filter(|&x| x >= s)?;
+    let secret = &h[start..e];
+    let has_lower = secret.iter().any(u8::is_ascii_lowercase);
+    let has_upper = secret.iter().any(u8::is_ascii_uppercase);
+    let has_other = secret
+        .iter()
+        .any(|b| b.is_ascii_digit() || *b == b'/' || *b == b'+');
+    (key_ends(h, e, b"/+=") && has_lower && has_upper && has_other).then_some((start, e))
+}
+
+fn github_token(h: &[u8], s: usize, e: usize) -> Option<(usize, usize)> {
+    let span = &h[s..e];
+    let body = span
+        .strip_prefix(b"github_pat_")
+        .unwrap_or(span.get(4..).unwrap_or_default());
+    looks_random(body).then_some((s, e))
+}
+
+fn slack_token(h: &[u8], s: usize, e: usize) -> Option<(usize, usize)> {
+    let span = &h[s..e];
+    let dash = span.iter().position(|&b| b == b'-')?;
+    let body = &span[dash + 1..];
+    (key_ends(h, e, b"-") && body.iter().any(u8::is_ascii_digit) && looks_random(body))
+        .then_some((s, e))
+}
+
+fn google_key(h: &[u8], s: usize, e: usize) -> Option<(usize, usize)> {
+    (key_ends(h, e, b"_-") && looks_random(&h[s + 4..e])).then_some((s, e))
+}
+
+fn stripe_key(h: &[u8], s: usize, e: usize) -> Option<(usize, usize)> {
+    let span = &h[s..e];
+    let body = &span[span.len().min(8)..];
+    looks_random(body).then_some((s, e))
+}
+
+/// Extends a `BEGIN … PRIVATE KEY` header to its matching END line (≤ [`PEM_MAX_BODY`]).
+/// Without an END line (truncated paste, or a stream window that has not seen it yet) the
+/// finding covers the header plus the base64 lines that follow it.
+fn private_key(h: &[u8], s: usize, e: usize) -> Option<(usize, usize)> {
+    let header = &h[s..e];
+    let label = header
+        .strip_prefix(b"-----BEGIN ")?
+        .strip_suffix(b"-----")?;
+    let limit = (e + PEM_MAX_BODY).min(h.len());
+    let body_char = |b: &u8| b.is_ascii_alphanumeric() || b" \t\r\n+/=:,.-\\()".contains(b);
+    let mut i = e;
+    while i < limit {
+        if h[i..].starts_with(b"-----END ") {
+            let rest = &h[i + 9..];
+            if rest.starts_with(label) && rest[label.len()..].starts_with(b"-----") {
+                return Some((s, i + 9 + label.len() + 5));
+            }
+            break;
+        }
+        if !body_char(&h[i]) {
+            break;
+        }
+        i += 1;
+    }
+    // No END: cover following base64 lines (also JSON-escaped "\n" separators).
+    let mut end = e;
+    let mut j = e;
+    loop {
+        let mut k = j;
+        if h[k..].starts_with(b"\r\n") {
+            k += 2;
+        } else if h[k..].starts_with(b"\n") || h[k..].starts_with(b" ") {
+            k += 1;
+        } else if h[k..].starts_with(b"\\n") {
+            k += 2;
+        } else if k != e {
+            break;
+        }
+        let run = h[k..limit.max(k)]
+            .iter()
+            .take_while(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'='))
+            .count();
+        if run < 4 {
+            break;
+        }
+        j = k + run;
+        end = j;
+    }
+    Some((s, end))
+}
+
+fn jwt(h: &[u8], s: usize, e: usize) -> Option<(usize, usize)> {
+    if !key_ends(h, e, b"_-=") {
+        return None;
+    }
+    let span = &h[s..e];
+    let mut parts = span.split(|&b| b == b'.');
+    let header = parts.next()?;
+    let payload = parts.next()?;
+    (v::jwt_header_valid(header) && v::b64url_decode(payload).is_some()).then_some((s, e))
+}
+
+fn url_credentials(h: &[u8], s: usize, mut e: usize) -> Option<(usize, usize)> {
+    // A sentence-ending '.' or '-' is not part of the host.
+    while e > s && matches!(h[e - 1], b'.' | b'-') {
+        e -= 1;
+    }
+    let span = &h[s..e];
+    let host_start = span.iter().rposition(|&b| b == b'@')? + 1;
+    (host_start < span.len()).then_some((s, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_unique_and_ranks_unique() {
+        let mut names: Vec<_> = BUILTINS.iter().map(|b| b.name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), BUILTINS.len());
+        let mut ranks: Vec<_> = BUILTINS.iter().map(|b| b.rank).collect();
+        ranks.sort_unstable();
+        ranks.dedup();
+        assert_eq!(ranks.len(), BUILTINS.len());
+    }
+
+    #[test]
+    fn looks_random_rejects_placeholders() {
+        assert!(!looks_random(b"xxxxxxxxxxxxxxxxxxxxxxxx"));
+        assert!(!looks_random(b"your-api-key-goes-here-now"));
+        assert!(looks_random(b"abc123DEF456ghi789JKL012"));
+    }
+}

@@ -1,0 +1,441 @@
+//! The single compiled multi-pattern matcher over built-in detectors, custom regexes and
+//! keyword lists: one `regex_automata::meta::Regex` built with `new_many`-style semantics,
+//! a leftmost-first, non-overlapping scan, and per-pattern validators.
+//!
+//! Design notes:
+//! - All patterns live in ONE meta regex, so a text is scanned once by one lazy DFA whatever
+//!   the number of patterns. Built-ins use ASCII-only classes and ASCII word boundaries
+//!   (`(?-u:\b)`), which keeps the lazy DFA usable on any UTF-8 text (a Unicode `\b` would
+//!   force a slower engine on non-ASCII input). Keyword lists compile to case-insensitive
+//!   literal alternations inside the same regex; the meta engine picks literal prefilters
+//!   (Aho-Corasick/Teddy) on its own when every pattern has one, which is not the case for
+//!   the PII shapes, so the DFA is the hot loop (see `benches/scanner.rs` for numbers).
+//! - Priority at one start position: built-ins in a fixed specificity order (PEM, JWT, URL
+//!   credentials, API keys, wallets, IBAN, email, card, SSN, IPs, phone, routing), then custom
+//!   specs in the order given. Leftmost-first semantics then pick the earliest start.
+//! - Rejected candidates: when a validator rejects the leftmost candidate, other patterns
+//!   that also match at that same start are tried (an `All`-semantics twin of the regex tells
+//!   which ones), then the scan resumes after the rejected candidate's first token (the
+//!   maximal ASCII-alphanumeric run at its start). So a 16-digit non-Luhn order number is
+//!   skipped whole (no phone or SSN inside it), while `123-45-6789 2024` — first seen as a
+//!   too-long card candidate — still yields the SSN. Accepted findings resume at their end.
+//! - `find_from(h, from)` starts the raw scan up to [`RESYNC_WINDOW`] bytes before `from`
+//!   (inside the context) and reports only findings starting at or after `from`; that way a
+//!   candidate straddling `from` is skipped exactly as a scan from the beginning would.
+
+use regex_automata::util::syntax;
+use regex_automata::{meta, Anchored, Input, MatchKind, PatternID, PatternSet};
+
+use super::detectors::{self, SpanValidator};
+use super::{Finding, PatternKind, PatternSpec, ScanError};
+
+/// Default cap for `max_match_len()` of patterns without a finite bound (custom regexes
+/// with `+`/`*`). Built-in detectors are all bounded (largest: PEM blocks, ≈ 8.3 KiB).
+pub const DEFAULT_MAX_MATCH_CAP: usize = 16 * 1024;
+
+/// How far before `from` a `find_from` scan starts to re-synchronise with candidates that
+/// straddle `from` (bounded so a large hold-back does not make every stream push rescan
+/// kilobytes of context). [`super::StreamScanner`] keeps at least this much context.
+pub const RESYNC_WINDOW: usize = 512;
+
+/// Longest whitespace run accepted between the words of a multi-word keyword.
+const KEYWORD_MAX_SPACE: usize = 8;
+
+/// Compiled matcher. Immutable, `Send + Sync`; build once, share behind an `Arc`.
+#[derive(Debug)]
+pub struct Matcher {
+    re: meta::Regex,
+    /// Same patterns with `MatchKind::All`, used only after a rejection to learn which other
+    /// patterns match at the same start. `None` with a single pattern.
+    all: Option<meta::Regex>,
+    /// Regex pattern id (priority order) -> spec index.
+    spec_of: Vec<usize>,
+    /// Validator per regex pattern id (None for custom specs).
+    validators: Vec<Option<SpanValidator>>,
+    labels: Vec<String>,
+    /// Per spec: capped upper bound of a finding's length.
+    max_lens: Vec<usize>,
+    /// Per spec: real upper bound, None if unbounded.
+    bounds: Vec<Option<usize>>,
+    max_len: usize,
+}
+
+/// Per-spec compile inputs (the HIR itself is kept beside it: its type is not nameable
+/// without a direct regex-syntax dependency).
+struct SpecSource {
+    spec: usize,
+    rank: (u8, usize),
+    source: String,
+    validator: Option<SpanValidator>,
+    extra_len: usize,
+}
+
+impl Matcher {
+    /// Compiles all specs into one matcher; unbounded patterns are capped at
+    /// [`DEFAULT_MAX_MATCH_CAP`] for `max_match_len()`.
+    pub fn new(specs: &[PatternSpec]) -> Result<Matcher, ScanError> {
+        Matcher::new_with_cap(specs, DEFAULT_MAX_MATCH_CAP)
+    }
+
+    /// Like [`Matcher::new`] but `max_match_len()` (the stream hold-back) never exceeds
+    /// `cap`. In a [`super::StreamScanner`], matches longer than the hold-back may be split
+    /// across releases (e.g. a 2 KiB PEM block with a 128-byte window: the header is still
+    /// detected, the body is not masked as one span).
+    pub fn new_with_cap(specs: &[PatternSpec], cap: usize) -> Result<Matcher, ScanError> {
+        if specs.is_empty() {
+            return Err(ScanError::NoPatterns);
+        }
+        let cap = cap.max(1);
+        let mut compiled = Vec::with_capacity(specs.len());
+        for (i, spec) in specs.iter().enumerate() {
+            let src = spec_source(i, spec)?;
+            let hir = syntax::parse_with(&src.source, &syntax::Config::new()).map_err(|e| {
+                ScanError::BadRegex {
+                    label: spec.label.clone(),
+                    message: e.to_string(),
+                }
+            })?;
+            if hir.properties().minimum_len() == Some(0) {
+                return Err(ScanError::BadRegex {
+                    label: spec.label.clone(),
+                    message: "pattern can match the empty string".to_string(),
+                });
+            }
+            compiled.push((src, hir));
+        }
+        compiled.sort_by_key(|(c, _)| c.rank);
+
+        let mut bounds = vec![None; specs.len()];
+        let mut max_lens = vec![0; specs.len()];
+        for (c, hir) in &compiled {
+            let bound = hir.properties().maximum_len().map(|m| m + c.extra_len);
+            bounds[c.spec] = bound;
+            max_lens[c.spec] = bound.unwrap_or(cap).min(cap);
+        }
+        let hirs: Vec<_> = compiled.iter().map(|(_, h)| h).collect();
+        let build = |kind: MatchKind| {
+            meta::Regex::builder()
+                .configure(
+                    meta::Config::new()
+                        .match_kind(kind)
+                        .utf8_empty(true)
+                        .nfa_size_limit(Some(64 << 20))
+                        .hybrid_cache_capacity(4 << 20),
+                )
+                .build_many_from_hir(&hirs)
+        };
+        let label_of_err = |e: &meta::BuildError| {
+            let spec = e
+                .pattern()
+                .and_then(|p| compiled.get(p.as_usize()))
+                .map_or(0, |(c, _)| c.spec);
+            ScanError::BadRegex {
+                label: specs[spec].label.clone(),
+                message: e.to_string(),
+            }
+        };
+        let re = build(MatchKind::LeftmostFirst).map_err(|e| label_of_err(&e))?;
+        let all = if compiled.len() > 1 {
+            Some(build(MatchKind::All).map_err(|e| label_of_err(&e))?)
+        } else {
+            None
+        };
+        Ok(Matcher {
+            re,
+            all,
+            spec_of: compiled.iter().map(|(c, _)| c.spec).collect(),
+            validators: compiled.iter().map(|(c, _)| c.validator).collect(),
+            labels: specs.iter().map(|s| s.label.clone()).collect(),
+            max_len: max_lens.iter().copied().max().unwrap_or(1),
+            max_lens,
+            bounds,
+        })
+    }
+
+    /// All built-in detectors, label == detector name, in [`super::BUILTIN_DETECTORS`] order.
+    pub fn builtin() -> Result<Matcher, ScanError> {
+        Matcher::new(&super::builtin_specs())
+    }
+
+    /// Findings in the whole text.
+    pub fn find(&self, text: &str) -> Vec<Finding> {
+        self.find_from(text, 0)
+    }
+
+    /// Findings that START at or after `from`; `haystack[..from]` is only left context (word
+    /// boundaries, keyword context, and re-synchronising with candidates that straddle
+    /// `from`). Sorted by start, non-overlapping, validated. `from` past the end (or inside
+    /// a UTF-8 character) is clamped/rounded down to a character boundary.
+    pub fn find_from(&self, haystack: &str, from: usize) -> Vec<Finding> {
+        let hay = haystack.as_bytes();
+        let len = hay.len();
+        let from = floor_char_boundary(haystack, from.min(len));
+        let mut pos = floor_char_boundary(
+            haystack,
+            from.saturating_sub(self.max_len.min(RESYNC_WINDOW)),
+        );
+        let mut out = Vec::new();
+        while pos < len {
+            let input = Input::new(hay).span(pos..len);
+            let Some(m) = self.re.search(&input) else {
+                break;
+            };
+            let (s, e) = (m.start(), m.end());
+            match self.accept(hay, m.pattern(), s, e) {
+                Some((pid, fs, fe)) => {
+                    if fs >= from {
+                        out.push(Finding {
+                            pattern: self.spec_of[pid],
+                            start: fs,
+                            end: fe,
+                        });
+                    }
+                    pos = fe.max(next_char(hay, s));
+                }
+                None => pos = skip_token(hay, s),
+            }
+        }
+        out
+    }
+
+    /// Validates the leftmost candidate; on rejection tries the other patterns that match
+    /// at the same start, in priority order. Returns (regex pattern id, span).
+    fn accept(
+        &self,
+        hay: &[u8],
+        pid: PatternID,
+        s: usize,
+        e: usize,
+    ) -> Option<(usize, usize, usize)> {
+        let p = pid.as_usize();
+        if let Some(span) = self.validate(p, hay, s, e) {
+            return Some((p, span.0, span.1));
+        }
+        let all = self.all.as_ref()?;
+        let mut set = PatternSet::new(all.pattern_len());
+        let input = Input::new(hay).span(s..hay.len()).anchored(Anchored::Yes);
+        all.which_overlapping_matches(&input, &mut set);
+        for q in set.iter().filter(|q| *q != pid) {
+            let input = Input::new(hay)
+                .span(s..hay.len())
+                .anchored(Anchored::Pattern(q));
+            if let Some(m) = self.re.search(&input) {
+                if let Some(span) = self.validate(q.as_usize(), hay, s, m.end()) {
+                    return Some((q.as_usize(), span.0, span.1));
+                }
+            }
+        }
+        None
+    }
+
+    fn validate(&self, p: usize, hay: &[u8], s: usize, e: usize) -> Option<(usize, usize)> {
+        match self.validators.get(p).copied().flatten() {
+            None => Some((s, e)),
+            Some(f) => f(hay, s, e).filter(|&(a, b)| {
+                // Defensive: a validator must return a non-empty span on char boundaries.
+                a < b && b <= hay.len() && is_boundary(hay, a) && is_boundary(hay, b)
+            }),
+        }
+    }
+
+    /// Upper bound in bytes of any finding (capped; see [`Matcher::new_with_cap`]).
+    pub fn max_match_len(&self) -> usize {
+        self.max_len
+    }
+
+    /// Capped upper bound of findings of spec `index`.
+    pub fn pattern_max_len(&self, index: usize) -> Option<usize> {
+        self.max_lens.get(index).copied()
+    }
+
+    /// Uncapped bound of spec `index`; None if the pattern is unbounded (or no such spec).
+    pub fn pattern_bound(&self, index: usize) -> Option<usize> {
+        self.bounds.get(index).copied().flatten()
+    }
+
+    /// Labels, indexed by `Finding::pattern`.
+    pub fn labels(&self) -> &[String] {
+        &self.labels
+    }
+}
+
+fn spec_source(index: usize, spec: &PatternSpec) -> Result<SpecSource, ScanError> {
+    let (source, validator, extra_len, rank) = match &spec.kind {
+        PatternKind::Builtin(name) => {
+            let b =
+                detectors::find(name).ok_or_else(|| ScanError::UnknownDetector(name.clone()))?;
+            (
+                detectors::pattern_of(b),
+                Some(b.validate),
+                b.extra_len,
+                (0, usize::from(b.rank)),
+            )
+        }
+        PatternKind::Regex(re) => (ascii_word_boundaries(re), None, 0, (1, index)),
+        PatternKind::Keywords(words) => {
+            let src = keywords_pattern(words)
+                .ok_or_else(|| ScanError::EmptyKeywords(spec.label.clone()))?;
+            (src, None, 0, (1, index))
+        }
+    };
+    Ok(SpecSource {
+        spec: index,
+        rank,
+        source,
+        validator,
+        extra_len,
+    })
+}
+
+/// Keyword list -> `(?:kw1|kw2…)`, case-insensitive, whitespace inside a keyword matches any
+/// short whitespace run, and an ASCII word boundary is required on each side whose keyword
+/// character is an ASCII word character (so `cat` does not match `concatenate`, while
+/// keywords ending in punctuation or non-ASCII letters still match).
+pub(crate) fn keywords_pattern(words: &[String]) -> Option<String> {
+    let mut alts = Vec::new();
+    for w in words {
+        let w = w.trim();
+        if w.is_empty() {
+            continue;
+        }
+        let mut alt = String::new();
+        let word_char = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
+        if word_char(w.chars().next()) {
+            alt.push_str(r"(?-u:\b)");
+        }
+        alt.push_str("(?i:");
+        for (i, part) in w.split_whitespace().enumerate() {
+            if i > 0 {
+                alt.push_str(&format!(r"(?-u:\s){{1,{KEYWORD_MAX_SPACE}}}"));
+            }
+            alt.push_str(&regex::escape(part));
+        }
+        alt.push(')');
+        if word_char(w.chars().last()) {
+            alt.push_str(r"(?-u:\b)");
+        }
+        alts.push(alt);
+    }
+    if alts.is_empty() {
+        return None;
+    }
+    Some(format!("(?:{})", alts.join("|")))
+}
+
+/// In ASCII-only custom regexes, `\b`/`\B` become ASCII word boundaries so the whole set
+/// stays on the fast lazy DFA for any input (a Unicode `\b` makes the DFA give up on
+/// non-ASCII text). The only behavioural difference is next to non-ASCII letters. Patterns
+/// containing non-ASCII characters keep Unicode boundaries (correct for e.g. `\bcafé\b`).
+pub(crate) fn ascii_word_boundaries(pattern: &str) -> String {
+    if !pattern.is_ascii() || !pattern.contains("\\b") && !pattern.contains("\\B") {
+        return pattern.to_string();
+    }
+    let b = pattern.as_bytes();
+    let mut out = String::with_capacity(pattern.len() + 16);
+    let mut i = 0;
+    let mut class_depth = 0usize;
+    while i < b.len() {
+        let c = b[i];
+        if c == b'\\' && i + 1 < b.len() {
+            let n = b[i + 1];
+            let braced = b.get(i + 2) == Some(&b'{');
+            if class_depth == 0 && (n == b'b' || n == b'B') && !braced {
+                out.push_str(if n == b'b' { r"(?-u:\b)" } else { r"(?-u:\B)" });
+            } else {
+                out.push(c as char);
+                out.push(n as char);
+            }
+            i += 2;
+            continue;
+        }
+        match c {
+            b'[' => class_depth += 1,
+            b']' if class_depth > 0 => class_depth -= 1,
+            _ => {}
+        }
+        out.push(c as char);
+        i += 1;
+    }
+    // If the rewrite somehow broke the pattern, keep the original (its errors are reported).
+    if syntax::parse(&out).is_ok() {
+        out
+    } else {
+        pattern.to_string()
+    }
+}
+
+fn is_boundary(hay: &[u8], i: usize) -> bool {
+    i == hay.len() || hay.get(i).is_some_and(|&b| (b as i8) >= -0x40)
+}
+
+fn floor_char_boundary(s: &str, mut i: usize) -> usize {
+    while i > 0 && !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
+fn next_char(hay: &[u8], i: usize) -> usize {
+    let mut j = i + 1;
+    while j < hay.len() && !is_boundary(hay, j) {
+        j += 1;
+    }
+    j
+}
+
+/// Resume point after a rejected candidate at `s`: past its first char, and past the rest
+/// of the ASCII alphanumeric run it starts (never inside a token).
+fn skip_token(hay: &[u8], s: usize) -> usize {
+    let mut j = next_char(hay, s);
+    if hay[s].is_ascii_alphanumeric() {
+        while j < hay.len() && hay[j].is_ascii_alphanumeric() {
+            j += 1;
+        }
+    }
+    j
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(label: &str, kind: PatternKind) -> PatternSpec {
+        PatternSpec {
+            label: label.to_string(),
+            kind,
+        }
+    }
+
+    #[test]
+    fn keyword_pattern_shapes() {
+        let p = keywords_pattern(&["Project Titan".into(), " ".into(), "c++".into()]).unwrap();
+        let m = Matcher::new(&[spec("kw", PatternKind::Regex(p))]).unwrap();
+        let t = "about project   titan and C++ code; projecttitan no; xc++ no";
+        let got: Vec<&str> = m.find(t).iter().map(|f| &t[f.start..f.end]).collect();
+        assert_eq!(got, vec!["project   titan", "C++"]);
+    }
+
+    #[test]
+    fn ascii_boundary_rewrite() {
+        assert_eq!(ascii_word_boundaries(r"\bfoo\b"), r"(?-u:\b)foo(?-u:\b)");
+        assert_eq!(ascii_word_boundaries(r"[\b]x"), r"[\b]x");
+        assert_eq!(ascii_word_boundaries(r"\\b"), r"\\b");
+        assert_eq!(ascii_word_boundaries(r"\bcafé\b"), r"\bcafé\b");
+        assert_eq!(ascii_word_boundaries(r"\b{start}x"), r"\b{start}x");
+    }
+
+    #[test]
+    fn empty_specs_and_empty_matches_rejected() {
+        assert!(matches!(Matcher::new(&[]), Err(ScanError::NoPatterns)));
+        let e = Matcher::new(&[spec("opt", PatternKind::Regex("a*".into()))]).unwrap_err();
+        assert!(matches!(e, ScanError::BadRegex { ref label, .. } if label == "opt"));
+    }
+
+    #[test]
+    fn skip_token_is_char_safe() {
+        let h = "é12ab x".as_bytes();
+        assert_eq!(skip_token(h, 0), 2);
+        assert_eq!(skip_token(h, 2), 6);
+        assert_eq!(skip_token(h, 6), 7);
+    }
+}

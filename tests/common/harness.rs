@@ -1,0 +1,270 @@
+//! End-to-end harness: starts the real `jimini` binary on ephemeral loopback ports against an
+//! in-process mock upstream, with a per-test config, rules and audit directory.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use jimini::mock::{MockConfig, MockServer};
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind an ephemeral port")
+}
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Copy the shipped rule packs into `dst`.
+pub fn copy_shipped_rules(dst: &Path) {
+    std::fs::create_dir_all(dst).unwrap();
+    for entry in std::fs::read_dir(repo_root().join("rules")).unwrap() {
+        let entry = entry.unwrap();
+        let p = entry.path();
+        if p.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+            std::fs::copy(&p, dst.join(entry.file_name())).unwrap();
+        }
+    }
+}
+
+pub struct Options {
+    /// Extra YAML appended to the generated config (top-level sections).
+    pub extra_yaml: String,
+    /// Replace the generated `upstreams:` section.
+    pub upstreams_yaml: Option<String>,
+    pub env: Vec<(String, String)>,
+    pub mock: MockConfig,
+    /// Use these rule files instead of the shipped packs: (file name, yaml).
+    pub rules: Option<Vec<(String, String)>>,
+    pub rules_mode: &'static str,
+    pub audit: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            extra_yaml: String::new(),
+            upstreams_yaml: None,
+            env: Vec::new(),
+            mock: MockConfig {
+                enabled: true,
+                listen: "127.0.0.1:0".into(),
+                ..Default::default()
+            },
+            rules: None,
+            rules_mode: "enforce",
+            audit: true,
+        }
+    }
+}
+
+pub struct Jimini {
+    pub child: Child,
+    pub dir: tempfile::TempDir,
+    pub proxy: String,
+    pub admin: String,
+    pub mock: MockServer,
+    pub config_path: PathBuf,
+    pub rules_dir: PathBuf,
+    pub audit_dir: PathBuf,
+    pub logs: Arc<Mutex<Vec<String>>>,
+}
+
+impl Jimini {
+    pub fn start(opts: Options) -> Jimini {
+        let mock = MockServer::spawn_thread("127.0.0.1:0", opts.mock.clone()).expect("mock upstream");
+        Self::start_with_mock(opts, mock)
+    }
+
+    pub fn start_with_mock(opts: Options, mock: MockServer) -> Jimini {
+        let dir = tempfile::tempdir().unwrap();
+        let rules_dir = dir.path().join("rules");
+        match &opts.rules {
+            Some(files) => {
+                std::fs::create_dir_all(&rules_dir).unwrap();
+                for (name, yaml) in files {
+                    std::fs::write(rules_dir.join(name), yaml).unwrap();
+                }
+            }
+            None => copy_shipped_rules(&rules_dir),
+        }
+        let audit_dir = dir.path().join("audit");
+        let proxy_port = free_port();
+        let admin_port = free_port();
+        let upstreams = opts.upstreams_yaml.clone().unwrap_or_else(|| {
+            format!(
+                "upstreams:\n  - name: mock\n    base_url: http://{}\n",
+                mock.addr
+            )
+        });
+        let yaml = format!(
+            "listen: 127.0.0.1:{proxy_port}\n\
+             server:\n  threads: 2\n  grace_period_secs: 0\n  shutdown_timeout_secs: 1\n\
+             admin:\n  listen: 127.0.0.1:{admin_port}\n  jwt:\n    secret: test-secret-0123456789abcdef\n\
+             {upstreams}\
+             rules:\n  dir: {rules}\n  mode: {mode}\n  reload_debounce_ms: 100\n\
+             audit:\n  enabled: {audit}\n  dir: {audit_dir}\n  fsync: batch\n\
+             telemetry:\n  log_format: json\n  log_level: info\n\
+             {extra}\n",
+            rules = rules_dir.display(),
+            mode = opts.rules_mode,
+            audit = opts.audit,
+            audit_dir = audit_dir.display(),
+            extra = opts.extra_yaml,
+        );
+        let config_path = dir.path().join("jimini.yaml");
+        std::fs::write(&config_path, yaml).unwrap();
+
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_jimini"));
+        cmd.arg("serve")
+            .arg("-c")
+            .arg(&config_path)
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .env_remove("JIMINI_LISTEN")
+            .env_remove("JIMINI_ADMIN_LISTEN")
+            .env_remove("JIMINI_UPSTREAM_URL")
+            .env_remove("JIMINI_SHADOW")
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .env("RUST_LOG", "info");
+        for (k, v) in &opts.env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn jimini");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        for stream in [
+            child.stdout.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+            child.stderr.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let logs = logs.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    logs.lock().unwrap().push(line);
+                }
+            });
+        }
+        let j = Jimini {
+            child,
+            dir,
+            proxy: format!("127.0.0.1:{proxy_port}"),
+            admin: format!("127.0.0.1:{admin_port}"),
+            mock,
+            config_path,
+            rules_dir,
+            audit_dir,
+            logs,
+        };
+        j.wait_ready();
+        j
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let admin_ok = std::net::TcpStream::connect(&self.admin).is_ok();
+            let proxy_ok = std::net::TcpStream::connect(&self.proxy).is_ok();
+            if admin_ok && proxy_ok {
+                return;
+            }
+            if Instant::now() > deadline {
+                panic!("jimini did not start; logs:\n{}", self.logs_text());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.proxy, path)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.admin, path)
+    }
+
+    pub fn logs_text(&self) -> String {
+        self.logs.lock().unwrap().join("\n")
+    }
+
+    pub fn client() -> reqwest::blocking::Client {
+        reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap()
+    }
+
+    /// Send SIGTERM and wait (bounded) for exit.
+    pub fn stop(&mut self) {
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn token(&self, role: &str) -> String {
+        let out = Command::new(env!("CARGO_BIN_EXE_jimini"))
+            .args(["token", "-c"])
+            .arg(&self.config_path)
+            .args(["--role", role, "--ttl", "10m"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+}
+
+impl Drop for Jimini {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Concatenate the chat `delta.content` of an SSE body.
+pub fn sse_chat_text(body: &str) -> String {
+    let mut out = String::new();
+    for line in body.lines() {
+        let Some(data) = line.strip_prefix("data: ") else {
+            continue;
+        };
+        if data == "[DONE]" {
+            continue;
+        }
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(data) {
+            if let Some(choices) = v["choices"].as_array() {
+                for c in choices {
+                    if let Some(t) = c["delta"]["content"].as_str() {
+                        out.push_str(t);
+                    }
+                }
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,2 @@
+//! Shared helpers for integration tests (`mod common;`). Other helpers may add modules here.
+pub mod otlp;
