@@ -77,8 +77,7 @@ impl AdminBackend for Backend {
             a.flush(std::time::Duration::from_secs(5));
         }
         let report = audit::verify_dir(&dir).map_err(|e| e.to_string())?;
-        // TODO(telemetry): export jimini_audit_chain_ok once Metrics has the gauge.
-        let _ = report.ok;
+        self.app.metrics.set_audit_chain_ok(report.ok);
         serde_json::to_value(report).map_err(|e| e.to_string())
     }
 
@@ -106,6 +105,10 @@ impl AdminBackend for Backend {
             self.app.metrics.set_audit_counters(s.written, s.dropped);
         }
         self.app.metrics.encode()
+    }
+
+    fn record_request(&self, path_class: &'static str, status: u16) {
+        self.app.metrics.admin_request(path_class, status);
     }
 
     fn audit_admin(&self, event: AdminAuditEvent) {

@@ -22,7 +22,7 @@ pub use record::{AuditEvent, TokenUsage};
 pub use retention::{apply_retention, RetentionReport};
 pub use store::{Clock, FsSink, Sink, SystemClock, Target, DEAD_LETTER};
 pub use subject::{erase_subject, export_subject, EraseReport};
-pub use verify::{verify_dir, Break, BreakReason, VerifyReport};
+pub use verify::{verify_dir, verify_with, Break, BreakReason, VerifyReport};
 pub use writer::{AuditHandle, AuditStats, StartOptions};
 
 /// Audit errors. Messages carry paths and causes, never record contents, subject ids or caller names.

@@ -519,6 +519,72 @@ pub(crate) fn parse_head(line: &[u8]) -> Result<Head<'_>, serde_json::Error> {
     serde_json::from_slice(line)
 }
 
+/// `prev` hex digits at their canonical place: the last member of the canonical bytes.
+pub(crate) fn canonical_prev(canonical_open: &[u8]) -> Option<&[u8]> {
+    const K: &[u8] = b",\"prev\":\"";
+    let n = canonical_open.len();
+    if n < K.len() + 65 || canonical_open[n - 1] != b'"' || &canonical_open[n - 74..n - 65] != K {
+        return None;
+    }
+    Some(&canonical_open[n - 65..n - 1])
+}
+
+/// Positional fast path for the common canonical layout (`{"seq":N,"ts":"<24>","kind":"k",…,"prev":"…"}`)
+/// of records that need nothing else (no subject value, not a header or anchor). `None` means "use
+/// `parse_head`". The hash still covers every byte, so skipping the full JSON parse hides no edit.
+pub(crate) fn fast_head<'a>(line: &'a [u8], split: &Split<'a>) -> Option<Head<'a>> {
+    if split.subject_value.is_some() {
+        return None;
+    }
+    let rest = line.strip_prefix(b"{\"seq\":")?;
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    if digits == 0 || digits > 19 {
+        return None;
+    }
+    let seq: u64 = std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()?;
+    let rest = rest[digits..].strip_prefix(b",\"ts\":\"")?;
+    if rest.len() < 24 {
+        return None;
+    }
+    let ts = std::str::from_utf8(&rest[..24]).ok()?;
+    let rest = rest[24..].strip_prefix(b"\",\"kind\":\"")?;
+    let klen = rest
+        .iter()
+        .take_while(|b| b.is_ascii_lowercase() || **b == b'_')
+        .count();
+    if rest.get(klen) != Some(&b'"') {
+        return None;
+    }
+    let kind = std::str::from_utf8(&rest[..klen]).ok()?;
+    if matches!(kind, "genesis" | "file" | "anchor") {
+        return None;
+    }
+    let prev = std::str::from_utf8(canonical_prev(split.canonical_open)?).ok()?;
+    Some(Head {
+        seq,
+        ts,
+        kind,
+        prev,
+        log_id: None,
+        file: None,
+        first_seq: None,
+        first_prev: None,
+        subject: None,
+    })
+}
+
+/// Does a stored line's hash match its own bytes and stored prev? (No JSON parse; for parallel
+/// pre-checking during verification.)
+pub(crate) fn self_consistent(line: &[u8]) -> bool {
+    let Ok(s) = split_line(line) else {
+        return false;
+    };
+    let Some(prev) = canonical_prev(s.canonical_open).and_then(chain::parse_hex) else {
+        return false;
+    };
+    chain::link(&prev, s.canonical_open) == s.hash
+}
+
 /// The erasable part of a record.
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
@@ -683,6 +749,90 @@ mod tests {
             (s.hash, s.subject_value.is_none(), s.tail_start),
             (h, true, line.len() - 1)
         );
+    }
+
+    #[test]
+    fn fast_head_agrees_with_serde() {
+        let internal = [
+            encode_internal(
+                &Internal::Genesis {
+                    log_id: "ab",
+                    file: "f",
+                },
+                &ts(),
+            ),
+            encode_internal(
+                &Internal::Seal {
+                    file: "f",
+                    torn_bytes: 3,
+                    torn_sha3: [1; 32],
+                },
+                &ts(),
+            ),
+            encode_internal(
+                &Internal::Erasure {
+                    erased: 1,
+                    files: 2,
+                },
+                &ts(),
+            ),
+            encode_internal(
+                &Internal::Anchor {
+                    first_seq: 1,
+                    first_prev: [2; 32],
+                    first_file: "f",
+                    removed_files: 1,
+                },
+                &ts(),
+            ),
+        ];
+        let events = [
+            encode_event(
+                &AuditEvent {
+                    subject: None,
+                    ..sample_event()
+                },
+                &ts(),
+                &[1; 32],
+                &[2; 16],
+            ),
+            encode_event(&sample_event(), &ts(), &[1; 32], &[2; 16]),
+            encode_event(
+                &AuditEvent {
+                    kind: "admin".into(),
+                    ..Default::default()
+                },
+                &ts(),
+                &[1; 32],
+                &[2; 16],
+            ),
+        ];
+        for (i, p) in internal.iter().chain(events.iter()).enumerate() {
+            let mut line = Vec::new();
+            chain_line(&mut line, 1000 + i as u64, &[7; 32], p);
+            line.pop();
+            assert!(self_consistent(&line));
+            let s = split_line(&line).unwrap();
+            let full = parse_head(&line).unwrap();
+            if let Some(f) = fast_head(&line, &s) {
+                assert_eq!(
+                    (f.seq, f.ts, f.kind, f.prev),
+                    (full.seq, full.ts, full.kind, full.prev)
+                );
+                assert!(
+                    s.subject_value.is_none() && !matches!(f.kind, "genesis" | "file" | "anchor")
+                );
+            } else {
+                assert!(
+                    s.subject_value.is_some() || matches!(full.kind, "genesis" | "anchor"),
+                    "{}",
+                    full.kind
+                );
+            }
+            let mut bad = line.clone();
+            bad[20] ^= 1;
+            assert!(!self_consistent(&bad));
+        }
     }
 
     #[test]

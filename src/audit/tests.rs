@@ -110,14 +110,21 @@ fn name(p: &Path) -> String {
     p.file_name().unwrap().to_str().unwrap().to_owned()
 }
 
+/// Verify with the threaded pipeline and on one thread; both must agree.
+fn verify_both(dir: &Path) -> VerifyReport {
+    let r = verify::verify_with(dir, 3).unwrap();
+    assert_eq!(r, verify::verify_with(dir, 1).unwrap());
+    r
+}
+
 fn assert_ok(dir: &Path) -> VerifyReport {
-    let r = verify_dir(dir).unwrap();
+    let r = verify_both(dir);
     assert!(r.ok, "{}", r.summary());
     r
 }
 
 fn assert_break(dir: &Path, reason: BreakReason, seq: u64, file: &str, line: u64) {
-    let r = verify_dir(dir).unwrap();
+    let r = verify_both(dir);
     let b = r
         .first_break
         .clone()

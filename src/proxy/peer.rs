@@ -270,8 +270,11 @@ pub fn prepare_request(
         req.insert_header("traceparent", tp)?;
     }
     if ctx.inspect_request || ctx.observe_only {
-        // Responses must be readable to be scanned.
+        // Responses must be readable to be scanned: ask for identity, and should the upstream
+        // compress anyway, have pingora decompress before the body filters (this must be set
+        // before the response header phase).
         req.insert_header("accept-encoding", "identity")?;
+        session.upstream_compression.adjust_decompression(true);
     }
     if ctx.inspect_request && !ctx.observe_only {
         // The body is rewritten: pingora frames it chunked once Content-Length is gone.

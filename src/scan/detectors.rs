@@ -242,35 +242,10 @@ fn is_digit(b: Option<u8>) -> bool {
 /// no `-`/`.` joining it to another digit (`1.2.3.4.5`, `555-123-4567-89`).
 fn digits_isolated(h: &[u8], s: usize, e: usize) -> bool {
     let joiner = |b: Option<u8>| matches!(b, Some(b'-' | b'.'));
-    !is_digit(before(h, s, 1))
-        && !(joiner(before(h, s, 1)) && is_digit(before(h, s, 2)))
-        && !is_digit(at(h, e))
-        && !(joiner(at(h, e)) && is_digit(at(h, e + 1)))
-}
-
-/// `h[..s]` ends with "<digits> " where the digits are a whole whitespace-delimited token.
-fn number_token_before(h: &[u8], s: usize) -> bool {
-    if before(h, s, 1) != Some(b' ') {
-        return false;
-    }
-    let end = s - 1;
-    let start = h[..end]
-        .iter()
-        .rposition(u8::is_ascii_whitespace)
-        .map_or(0, |i| i + 1);
-    start < end && h[start..end].iter().all(u8::is_ascii_digit)
-}
-
-/// `h[e..]` starts with " <digits>" where the digits are a whole whitespace-delimited token.
-fn number_token_after(h: &[u8], e: usize) -> bool {
-    if at(h, e) != Some(b' ') {
-        return false;
-    }
-    let tok = h[e + 1..]
-        .iter()
-        .take_while(|b| !b.is_ascii_whitespace())
-        .count();
-    tok > 0 && h[e + 1..e + 1 + tok].iter().all(u8::is_ascii_digit)
+    let glued_before =
+        is_digit(before(h, s, 1)) || (joiner(before(h, s, 1)) && is_digit(before(h, s, 2)));
+    let glued_after = is_digit(at(h, e)) || (joiner(at(h, e)) && is_digit(at(h, e + 1)));
+    !(glued_before || glued_after)
 }
 
 fn is_key_char(b: u8, extra: &[u8]) -> bool {
@@ -439,10 +414,6 @@ fn us_ssn(h: &[u8], s: usize, e: usize) -> Option<(usize, usize)> {
     if sep1 != sep2 || !digits_isolated(h, s, e) {
         return None;
     }
-    // A space-separated triple next to another plain number is too ambiguous.
-    if sep1 == b' ' && (number_token_before(h, s) || number_token_after(h, e)) {
-        return None;
-    }
     v::ssn_parts_valid(&span[..3], &span[4..6], &span[7..]).then_some((s, e))
 }
 
@@ -477,11 +448,13 @@ fn ipv6(h: &[u8], s: usize, e: usize) -> Option<(usize, usize)> {
     // Glued to more address-like text on either side: part of something longer. A lone
     // ':' next to the address (`ip:2001:db8::1`, `2001:db8::1: next`) is punctuation.
     let prev = before(h, s, 1);
-    if glue(prev) && !(prev == Some(b':') && !glue(before(h, s, 2))) {
+    let colon_before = prev == Some(b':') && !glue(before(h, s, 2));
+    if glue(prev) && !colon_before {
         return None;
     }
     let next = at(h, e);
-    if glue(next) && !(next == Some(b':') && !glue(at(h, e + 1))) {
+    let colon_after = next == Some(b':') && !glue(at(h, e + 1));
+    if glue(next) && !colon_after {
         return None;
     }
     if (prev == Some(b'.') && is_digit(before(h, s, 2)))

@@ -113,7 +113,7 @@ impl Matcher {
             max_lens[c.spec] = bound.unwrap_or(cap).min(cap);
         }
         let hirs: Vec<_> = compiled.iter().map(|(_, h)| h).collect();
-        let build = |kind: MatchKind| {
+        let build = |kind: MatchKind| -> Result<meta::Regex, ScanError> {
             meta::Regex::builder()
                 .configure(
                     meta::Config::new()
@@ -123,20 +123,20 @@ impl Matcher {
                         .hybrid_cache_capacity(4 << 20),
                 )
                 .build_many_from_hir(&hirs)
+                .map_err(|e| {
+                    let spec = e
+                        .pattern()
+                        .and_then(|p| compiled.get(p.as_usize()))
+                        .map_or(0, |(c, _)| c.spec);
+                    ScanError::BadRegex {
+                        label: specs[spec].label.clone(),
+                        message: e.to_string(),
+                    }
+                })
         };
-        let label_of_err = |e: &meta::BuildError| {
-            let spec = e
-                .pattern()
-                .and_then(|p| compiled.get(p.as_usize()))
-                .map_or(0, |(c, _)| c.spec);
-            ScanError::BadRegex {
-                label: specs[spec].label.clone(),
-                message: e.to_string(),
-            }
-        };
-        let re = build(MatchKind::LeftmostFirst).map_err(|e| label_of_err(&e))?;
+        let re = build(MatchKind::LeftmostFirst)?;
         let all = if compiled.len() > 1 {
-            Some(build(MatchKind::All).map_err(|e| label_of_err(&e))?)
+            Some(build(MatchKind::All)?)
         } else {
             None
         };

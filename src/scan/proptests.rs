@@ -31,22 +31,22 @@ impl Rng {
     fn pick<'a, T>(&mut self, xs: &'a [T]) -> &'a T {
         &xs[self.below(xs.len())]
     }
-    fn from_alphabet(&mut self, alphabet: &[u8], n: usize) -> String {
+    fn chars_of(&mut self, alphabet: &[u8], n: usize) -> String {
         (0..n).map(|_| *self.pick(alphabet) as char).collect()
     }
-    fn from_alphabet_in(&mut self, alphabet: &[u8], lo: usize, hi: usize) -> String {
+    fn chars_in(&mut self, alphabet: &[u8], lo: usize, hi: usize) -> String {
         let n = self.range(lo, hi);
-        self.from_alphabet(alphabet, n)
+        self.chars_of(alphabet, n)
     }
     fn alnum_in(&mut self, lo: usize, hi: usize) -> String {
         let n = self.range(lo, hi);
         self.alnum(n)
     }
     fn digits(&mut self, n: usize) -> String {
-        self.from_alphabet(b"0123456789", n)
+        self.chars_of(b"0123456789", n)
     }
     fn alnum(&mut self, n: usize) -> String {
-        self.from_alphabet(
+        self.chars_of(
             b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789",
             n,
         )
@@ -107,11 +107,11 @@ fn gen_pii(k: usize, rng: &mut Rng) -> (String, Vec<String>) {
         1 => one(gen_iban(rng)),
         2 => {
             let local = if rng.below(2) == 0 {
-                rng.from_alphabet_in(b"abcdefghijklmnopqrstuvwxyz0123456789", 1, 12)
+                rng.chars_in(b"abcdefghijklmnopqrstuvwxyz0123456789", 1, 12)
             } else {
                 format!("{}.{}", rng.alnum_in(1, 8), rng.alnum_in(1, 8))
             };
-            let domain = rng.from_alphabet_in(b"abcdefghijklmnopqrstuvwxyz", 2, 10);
+            let domain = rng.chars_in(b"abcdefghijklmnopqrstuvwxyz", 2, 10);
             let tld = *rng.pick(&["com", "org", "io", "de", "co.uk", "travel"]);
             one(format!("{local}@{domain}.{tld}"))
         }
@@ -153,11 +153,11 @@ fn gen_pii(k: usize, rng: &mut Rng) -> (String, Vec<String>) {
         9 => one(format!("ghp_{}", rng.alnum(36))),
         10 => one(format!(
             "AKIA{}",
-            rng.from_alphabet(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", 16)
+            rng.chars_of(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", 16)
         )),
         11 => one(format!(
             "AIza{}",
-            rng.from_alphabet(
+            rng.chars_of(
                 b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-",
                 35
             )
@@ -183,7 +183,7 @@ fn gen_pii(k: usize, rng: &mut Rng) -> (String, Vec<String>) {
         }
         15 => one(gen_base58_address(rng)),
         16 => one(gen_bech32_address(rng)),
-        17 => one(format!("0x{}", rng.from_alphabet(b"0123456789abcdef", 40))),
+        17 => one(format!("0x{}", rng.chars_of(b"0123456789abcdef", 40))),
         18 => {
             let r = gen_routing(rng);
             let kw = *rng.pick(&["routing number ", "ABA: ", "RTN #", "Routing no. "]);
@@ -191,7 +191,7 @@ fn gen_pii(k: usize, rng: &mut Rng) -> (String, Vec<String>) {
         }
         _ => {
             if rng.below(2) == 0 {
-                let secret = rng.from_alphabet(
+                let secret = rng.chars_of(
                     b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789/+",
                     39,
                 ) + "7";
@@ -199,7 +199,7 @@ fn gen_pii(k: usize, rng: &mut Rng) -> (String, Vec<String>) {
             } else {
                 let user = rng.alnum_in(1, 10);
                 let pass = rng.alnum_in(4, 16);
-                let host = rng.from_alphabet_in(b"abcdefghijklmnopqrstuvwxyz", 3, 10);
+                let host = rng.chars_in(b"abcdefghijklmnopqrstuvwxyz", 3, 10);
                 let scheme = *rng.pick(&["https", "postgres", "redis", "amqp"]);
                 let url = format!("{scheme}://{user}:{pass}@{host}.example.com");
                 (url, vec![format!("{user}:{pass}")])
@@ -270,7 +270,7 @@ fn gen_iban(rng: &mut Rng) -> String {
     let bban = if rng.below(2) == 0 {
         rng.digits(len - 4)
     } else {
-        rng.from_alphabet(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ", 4) + &rng.digits(len - 8)
+        rng.chars_of(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ", 4) + &rng.digits(len - 8)
     };
     let rearranged = format!("{bban}{cc}00");
     let mut rem = 0u32;
@@ -409,9 +409,11 @@ fn build_text(items: &[(u8, u64)]) -> (String, Vec<String>) {
             text.push_str(&t);
             secrets.extend(vals);
         } else {
-            text.push_str(*rng.pick(WORDS));
+            let word: &&str = rng.pick(WORDS);
+            text.push_str(word);
         }
-        text.push_str(*rng.pick(SEPS));
+        let sep: &&str = rng.pick(SEPS);
+        text.push_str(sep);
     }
     (text, secrets)
 }
@@ -449,6 +451,32 @@ fn stream_matcher() -> &'static Matcher {
     })
 }
 
+const TIGHT_SUBSETS: &[&[&str]] = &[
+    &["us_ssn"],
+    &["ipv4"],
+    &["credit_card"],
+    &["us_ssn", "phone", "ipv4"],
+    &["email"],
+    &["iban"],
+    &["crypto_wallet"],
+    &["us_bank_routing"],
+    &["ipv6", "api_key.aws_access_key"],
+];
+
+fn tight_matchers() -> &'static [Matcher] {
+    static M: OnceLock<Vec<Matcher>> = OnceLock::new();
+    M.get_or_init(|| {
+        TIGHT_SUBSETS
+            .iter()
+            .map(|names| {
+                let specs: Vec<PatternSpec> =
+                    names.iter().map(|n| PatternSpec::builtin(n)).collect();
+                Matcher::new(&specs).expect("compile")
+            })
+            .collect()
+    })
+}
+
 fn full_matcher() -> &'static Matcher {
     static M: OnceLock<Matcher> = OnceLock::new();
     M.get_or_init(|| Matcher::builtin().expect("compile"))
@@ -476,7 +504,7 @@ fn chunking() -> impl Strategy<Value = Vec<usize>> {
 
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: 192,
+        // 256 cases by default; PROPTEST_CASES=n for longer runs.
         failure_persistence: None,
         ..ProptestConfig::default()
     })]
@@ -515,16 +543,35 @@ proptest! {
         prop_assert_eq!(streamed, whole);
     }
 
+    /// Small detector subsets have hold-backs equal to their longest possible match, so
+    /// matches right at the window edge (and the look-ahead after them) are exercised.
+    #[test]
+    fn stream_equals_whole_tight_windows(
+        items in prop::collection::vec((any::<u8>(), any::<u64>()), 1..80),
+        sizes in chunking(),
+        subset in 0usize..TIGHT_SUBSETS.len(),
+    ) {
+        let (text, _) = build_text(&items);
+        let m = &tight_matchers()[subset];
+        let whole = rewrite_all(&mut BuiltinRewriter::new(m), &text).unwrap_or_else(|| text.clone());
+        let (streamed, _) = run_stream(m, &chunk(&text, &sizes));
+        prop_assert_eq!(streamed, whole, "subset {:?} text {:?}", TIGHT_SUBSETS[subset], text);
+    }
+
     /// Adversarial alphabet (digits, separators, letters, multi-byte): no PII guarantee,
     /// but the stream must still equal whole-text rewriting and findings must be sane.
     #[test]
     fn stream_equals_whole_on_noise(
-        text in "[0-9 .:@+()\\-/_a-fA-FxkKsS漢é🎉\n]{0,600}",
+        text in "[0-9 .:@+()\\-/_a-fA-FxkKsS漢é🎉\n]{0,2000}",
         sizes in chunking(),
     ) {
         let m = stream_matcher();
         let whole = rewrite_all(&mut BuiltinRewriter::new(m), &text).unwrap_or_else(|| text.clone());
         let (streamed, _) = run_stream(m, &chunk(&text, &sizes));
+        prop_assert_eq!(streamed, whole);
+        let tight = &tight_matchers()[3];
+        let whole = rewrite_all(&mut BuiltinRewriter::new(tight), &text).unwrap_or_else(|| text.clone());
+        let (streamed, _) = run_stream(tight, &chunk(&text, &sizes));
         prop_assert_eq!(streamed, whole);
         let fs = m.find(&text);
         for w in fs.windows(2) {
@@ -590,4 +637,45 @@ fn long_pem_block_streams_with_full_hold_back() {
     let (streamed, n) = run_stream(m, &chunk(&text, &[7]));
     assert_eq!(streamed, whole);
     assert_eq!(n, 1);
+}
+
+/// Hand-picked texts where a match ends right at the hold-back edge or is followed by a
+/// character that changes the verdict; every 2-way split and every 3-way split.
+#[test]
+fn edge_texts_every_split() {
+    let texts = [
+        "x 123-45-6789-5 y",
+        "x 123-45-6789 y",
+        "1.2.3.4.5 and 10.0.0.1",
+        "4111111111111111 1 and 4111 1111 1111 1111-2",
+        "+1 415 555 2671 2 é",
+        "routing: 021000021 ok 021000021",
+        "2001:db8::1: next 2001:db8::1:2",
+        "a@b.co.uk. c@d.io@",
+        "ssn 123 45 6789 2024 漢",
+        "DE89 3704 0044 0532 0130 00 7",
+        "AKIAIOSFODNN7EXAMPLE AKIAIOSFODNN7EXAMPLEX",
+    ];
+    let mut matchers: Vec<&Matcher> = tight_matchers().iter().collect();
+    matchers.push(stream_matcher());
+    for m in matchers {
+        for text in texts {
+            let whole =
+                rewrite_all(&mut BuiltinRewriter::new(m), text).unwrap_or_else(|| text.to_string());
+            let bounds: Vec<usize> = (0..=text.len())
+                .filter(|&i| text.is_char_boundary(i))
+                .collect();
+            for (ai, &a) in bounds.iter().enumerate() {
+                for &b in &bounds[ai..] {
+                    let (got, _) = run_stream(m, &[&text[..a], &text[a..b], &text[b..]]);
+                    assert_eq!(
+                        got,
+                        whole,
+                        "{text:?} split at {a},{b} labels {:?}",
+                        m.labels()
+                    );
+                }
+            }
+        }
+    }
 }

@@ -28,7 +28,7 @@ pub(crate) fn luhn(digits: &[u8]) -> bool {
         }
         sum += d;
     }
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 /// Plausible card issuer (IIN) prefix for the given PAN length.
@@ -67,9 +67,12 @@ pub(crate) fn plausible_iin(d: &[u8]) -> bool {
 /// SSN area/group/serial validity (SSA rules; 9xx is ITIN space, 666 never issued).
 pub(crate) fn ssn_parts_valid(area: &[u8], group: &[u8], serial: &[u8]) -> bool {
     let all = |s: &[u8], c: u8| s.iter().all(|&b| b == c);
-    !(all(area, b'0') || area == b"666" || area.first() == Some(&b'9'))
-        && !all(group, b'0')
-        && !all(serial, b'0')
+    let invalid = all(area, b'0')
+        || area == b"666"
+        || area.first() == Some(&b'9')
+        || all(group, b'0')
+        || all(serial, b'0');
+    !invalid
 }
 
 /// IBAN total length per country (SWIFT IBAN registry). `None` = unknown country.
@@ -201,7 +204,7 @@ pub(crate) fn aba_valid(d: &[u8]) -> bool {
     let prefix = v[0] * 10 + v[1];
     let prefix_ok = matches!(prefix, 0..=12 | 21..=32 | 61..=72 | 80);
     let sum = 3 * (v[0] + v[3] + v[6]) + 7 * (v[1] + v[4] + v[7]) + (v[2] + v[5] + v[8]);
-    prefix_ok && sum % 10 == 0
+    prefix_ok && sum.is_multiple_of(10)
 }
 
 const B58_ALPHABET: &[u8; 58] = b"123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz";

@@ -144,6 +144,7 @@ struct Inner {
     reloads: IntCounterVec,
     audit_records: IntCounter,
     audit_dropped: IntCounter,
+    audit_chain_ok: IntGauge,
     active: IntGauge,
     rate_limited: IntCounterVec,
     admin_requests: IntCounterVec,
@@ -274,6 +275,15 @@ impl Metrics {
             )
             .expect("valid metric definition"),
         );
+        let audit_chain_ok = reg(
+            &r,
+            IntGauge::new(
+                "jimini_audit_chain_ok",
+                "1 when the last audit-chain verification passed, 0 when it found a break.",
+            )
+            .expect("valid metric definition"),
+        );
+        audit_chain_ok.set(1);
         let active = reg(
             &r,
             IntGauge::new("jimini_active_requests", "Requests in flight.")
@@ -305,6 +315,7 @@ impl Metrics {
                 reloads,
                 audit_records,
                 audit_dropped,
+                audit_chain_ok,
                 active,
                 rate_limited,
                 admin_requests,
@@ -421,6 +432,11 @@ impl Metrics {
 
     /// Copy the audit writer's own monotonic counters (call before `encode`). Values lower than
     /// the current ones (e.g. a restarted writer) are ignored: counters never go down.
+    /// Result of the latest audit-chain verification (admin API or start-up).
+    pub fn set_audit_chain_ok(&self, ok: bool) {
+        self.inner.audit_chain_ok.set(i64::from(ok));
+    }
+
     pub fn set_audit_counters(&self, written: u64, dropped: u64) {
         let i = &*self.inner;
         let _g = i.audit_sync.lock().unwrap_or_else(|e| e.into_inner());

@@ -45,6 +45,10 @@ pub struct Options {
     pub rules: Option<Vec<(String, String)>>,
     pub rules_mode: &'static str,
     pub audit: bool,
+    /// Extra lines inside the generated `telemetry:` section, each indented by two spaces and
+    /// ending in a newline (e.g. `"  otlp: {enabled: true}\n"`). `extra_yaml` cannot add these:
+    /// a second top-level `telemetry:` key is a duplicate.
+    pub telemetry_yaml: String,
 }
 
 impl Default for Options {
@@ -61,6 +65,7 @@ impl Default for Options {
             rules: None,
             rules_mode: "enforce",
             audit: true,
+            telemetry_yaml: String::new(),
         }
     }
 }
@@ -79,7 +84,8 @@ pub struct Jimini {
 
 impl Jimini {
     pub fn start(opts: Options) -> Jimini {
-        let mock = MockServer::spawn_thread("127.0.0.1:0", opts.mock.clone()).expect("mock upstream");
+        let mock =
+            MockServer::spawn_thread("127.0.0.1:0", opts.mock.clone()).expect("mock upstream");
         Self::start_with_mock(opts, mock)
     }
 
@@ -107,16 +113,17 @@ impl Jimini {
         let yaml = format!(
             "listen: 127.0.0.1:{proxy_port}\n\
              server:\n  threads: 2\n  grace_period_secs: 0\n  shutdown_timeout_secs: 1\n\
-             admin:\n  listen: 127.0.0.1:{admin_port}\n  jwt:\n    secret: test-secret-0123456789abcdef\n\
+             admin:\n  listen: 127.0.0.1:{admin_port}\n  jwt:\n    secret: test-secret-0123456789abcdef-0123456789abcdef\n\
              {upstreams}\
              rules:\n  dir: {rules}\n  mode: {mode}\n  reload_debounce_ms: 100\n\
              audit:\n  enabled: {audit}\n  dir: {audit_dir}\n  fsync: batch\n\
-             telemetry:\n  log_format: json\n  log_level: info\n\
+             telemetry:\n  log_format: json\n  log_level: info\n{telemetry}\
              {extra}\n",
             rules = rules_dir.display(),
             mode = opts.rules_mode,
             audit = opts.audit,
             audit_dir = audit_dir.display(),
+            telemetry = opts.telemetry_yaml,
             extra = opts.extra_yaml,
         );
         let config_path = dir.path().join("jimini.yaml");
@@ -142,8 +149,14 @@ impl Jimini {
         let mut child = cmd.spawn().expect("spawn jimini");
         let logs = Arc::new(Mutex::new(Vec::new()));
         for stream in [
-            child.stdout.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-            child.stderr.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
         ]
         .into_iter()
         .flatten()
@@ -232,7 +245,11 @@ impl Jimini {
             .args(["--role", role, "--ttl", "10m"])
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap().trim().to_string()
     }
 }

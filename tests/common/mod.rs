@@ -1,2 +1,3 @@
 //! Shared helpers for integration tests (`mod common;`). Other helpers may add modules here.
+pub mod harness;
 pub mod otlp;

@@ -69,7 +69,7 @@ class Stack:
         self.mock_url = f"http://127.0.0.1:{self.mock_port}"
 
     def upstream_requests(self) -> list:
-        return httpx.get(self.mock_url + "/mock/requests").json()
+        return httpx.get(self.mock_url + "/mock/requests").json()["data"]
 
     def clear_upstream(self) -> None:
         httpx.delete(self.mock_url + "/mock/requests")

@@ -1,0 +1,500 @@
+//! End-to-end tests of the proxy core: the real binary between a real HTTP client and the mock
+//! upstream. Redaction in both directions (JSON and SSE, any chunking), blocking, transparency of
+//! unknown paths, bodies and errors the client sees.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use common::harness::*;
+use jimini::mock::{Fault, MockConfig};
+use rand::Rng;
+use serde_json::{json, Value};
+
+const MASK_RULES: &str = r#"
+pack: pii
+version: 1
+rules:
+  - id: email
+    description: email addresses
+    detector: email
+    action: redact
+    redact: mask
+  - id: phone
+    description: phone numbers
+    detector: phone
+    action: redact
+    redact: mask
+  - id: card
+    description: payment cards
+    detector: credit_card
+    action: redact
+    redact: mask
+"#;
+
+const SECRET_RULES: &str = r#"
+pack: secrets
+version: 1
+rules:
+  - id: api-keys
+    description: provider API keys
+    detector: api_key
+    action: block
+"#;
+
+fn mask_opts(chunk_chars: usize) -> Options {
+    Options {
+        rules: Some(vec![
+            ("pii.yaml".into(), MASK_RULES.into()),
+            ("secrets.yaml".into(), SECRET_RULES.into()),
+        ]),
+        mock: MockConfig {
+            enabled: true,
+            listen: "127.0.0.1:0".into(),
+            chunk_chars,
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+fn rand_email(rng: &mut impl Rng) -> String {
+    let user: String = (0..rng.random_range(3..10))
+        .map(|_| rng.random_range(b'a'..=b'z') as char)
+        .collect();
+    let dom: String = (0..rng.random_range(3..8))
+        .map(|_| rng.random_range(b'a'..=b'z') as char)
+        .collect();
+    format!("{user}.{}@{dom}.example.org", rng.random_range(1..999))
+}
+
+fn luhn_card(rng: &mut impl Rng) -> String {
+    let mut digits: Vec<u32> = vec![4];
+    digits.extend((0..14).map(|_| rng.random_range(0..10)));
+    let sum: u32 = digits
+        .iter()
+        .rev()
+        .enumerate()
+        .map(|(i, &d)| {
+            if i % 2 == 0 {
+                let x = d * 2;
+                if x > 9 {
+                    x - 9
+                } else {
+                    x
+                }
+            } else {
+                d
+            }
+        })
+        .sum();
+    digits.push((10 - sum % 10) % 10);
+    digits.iter().map(|d| char::from(b'0' + *d as u8)).collect()
+}
+
+fn chat_body(text: &str, stream: bool) -> Value {
+    json!({"model": "gpt-4o", "stream": stream, "messages": [{"role": "user", "content": text}]})
+}
+
+#[test]
+fn non_streaming_chat_is_redacted_both_ways() {
+    let j = Jimini::start(mask_opts(4));
+    let mut rng = rand::rng();
+    let client = Jimini::client();
+    for _ in 0..5 {
+        let email = rand_email(&mut rng);
+        let card = luhn_card(&mut rng);
+        let text = format!("Hi, I am {email}; my card is {card}. Ünïcödé ✓ 漢字");
+        j.mock.clear();
+        let resp = client
+            .post(j.url("/v1/chat/completions"))
+            .header("authorization", "Bearer sk-caller-passthrough")
+            .json(&chat_body(&text, false))
+            .send()
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let body: Value = resp.json().unwrap();
+        let content = body["choices"][0]["message"]["content"].as_str().unwrap();
+        assert!(
+            !content.contains(&email) && !content.contains(&card),
+            "{content}"
+        );
+        assert!(content.contains("[REDACTED:EMAIL]"), "{content}");
+        assert!(content.contains("[REDACTED:CREDIT_CARD]"), "{content}");
+        assert!(content.ends_with("Ünïcödé ✓ 漢字"), "{content}");
+        let seen = j.mock.requests();
+        assert_eq!(seen.len(), 1);
+        let upstream_body = String::from_utf8_lossy(&seen[0].body);
+        assert!(!upstream_body.contains(&email), "{upstream_body}");
+        assert!(upstream_body.contains("\"model\":\"gpt-4o\""));
+        // Authorization passes through unchanged
+        assert_eq!(
+            seen[0].header("authorization"),
+            Some("Bearer sk-caller-passthrough")
+        );
+    }
+}
+
+#[test]
+fn streaming_any_chunk_size_never_leaks_and_matches_non_streaming() {
+    let j = Jimini::start(mask_opts(4));
+    let mut rng = rand::rng();
+    let client = Jimini::client();
+    for chunk in [1usize, 2, 3, 5, 7, 13] {
+        let email = rand_email(&mut rng);
+        let phone = format!("+1 415 555 {:04}", rng.random_range(0..10000));
+        let text = format!("Write to {email} or call {phone} — merci, ça va? 🎉 done.");
+        let non_stream: Value = client
+            .post(j.url("/v1/chat/completions"))
+            .json(&chat_body(&text, false))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        let expected = non_stream["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let resp = client
+            .post(j.url("/v1/chat/completions"))
+            .header("x-mock-chunk-chars", chunk.to_string())
+            .json(&chat_body(&text, true))
+            .send()
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        assert!(resp
+            .headers()
+            .get("content-type")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream"));
+        let body = resp.text().unwrap();
+        assert!(!body.contains(&email), "chunk {chunk}: leaked in {body}");
+        assert!(body.trim_end().ends_with("data: [DONE]"), "{body}");
+        let streamed = sse_chat_text(&body);
+        assert_eq!(streamed, expected, "chunk size {chunk}");
+        assert!(streamed.contains("[REDACTED:EMAIL]"));
+    }
+}
+
+#[test]
+fn secret_in_request_is_blocked_before_the_upstream() {
+    let j = Jimini::start(mask_opts(4));
+    let mut rng = rand::rng();
+    let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let key = format!(
+        "sk-proj-{}",
+        (0..64)
+            .map(|_| alphabet[rng.random_range(0..alphabet.len())] as char)
+            .collect::<String>()
+    );
+    let resp = Jimini::client()
+        .post(j.url("/v1/chat/completions"))
+        .json(&chat_body(&format!("use {key} please"), false))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    let body: Value = resp.json().unwrap();
+    assert_eq!(body["error"]["type"], "jimini_policy_violation");
+    assert_eq!(body["error"]["code"], "secrets.api-keys");
+    assert!(!body.to_string().contains(&key));
+    assert!(j
+        .mock
+        .requests()
+        .iter()
+        .all(|r| !String::from_utf8_lossy(&r.body).contains(&key)));
+}
+
+#[test]
+fn unknown_paths_and_methods_pass_through_untouched() {
+    let j = Jimini::start(mask_opts(4));
+    let client = Jimini::client();
+    // unknown path: the mock answers 404 with its own body; Jimini relays it byte for byte
+    let direct = client
+        .get(format!("http://{}/v1/files/file-abc?x=1", j.mock.addr))
+        .send()
+        .unwrap();
+    let direct_status = direct.status();
+    let direct_body = direct.bytes().unwrap();
+    let via = client.get(j.url("/v1/files/file-abc?x=1")).send().unwrap();
+    assert_eq!(via.status(), direct_status);
+    assert_eq!(via.bytes().unwrap(), direct_body);
+    let seen = j.mock.requests();
+    let last = seen.last().unwrap();
+    assert_eq!(last.method, "GET");
+    assert_eq!(last.path, "/v1/files/file-abc?x=1");
+    // an unknown POST body with PII is not inspected (not an OpenAI content endpoint)
+    j.mock.clear();
+    let raw = b"{\"note\":\"jane@example.com\"}".to_vec();
+    let _ = client
+        .post(j.url("/v1/custom/thing"))
+        .header("content-type", "application/json")
+        .body(raw.clone())
+        .send()
+        .unwrap();
+    assert_eq!(j.mock.requests()[0].body.as_ref(), &raw[..]);
+    // models list passes
+    let models = client.get(j.url("/v1/models")).send().unwrap();
+    assert_eq!(models.status(), 200);
+    assert_eq!(models.json::<Value>().unwrap()["object"], "list");
+}
+
+#[test]
+fn large_bodies_are_forwarded_whole() {
+    let j = Jimini::start(mask_opts(64));
+    let mut text = String::new();
+    while text.len() < 600_000 {
+        text.push_str("lorem ipsum dolor sit amet ✓ ");
+    }
+    text.push_str("end jane@example.com");
+    let resp = Jimini::client()
+        .post(j.url("/v1/chat/completions"))
+        .json(&chat_body(&text, false))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().unwrap();
+    let content = body["choices"][0]["message"]["content"].as_str().unwrap();
+    assert_eq!(
+        content.len(),
+        text.len() - "jane@example.com".len() + "[REDACTED:EMAIL]".len()
+    );
+    assert!(content.ends_with("end [REDACTED:EMAIL]"));
+}
+
+#[test]
+fn oversized_body_gets_413() {
+    let j = Jimini::start(Options {
+        extra_yaml: "body:\n  max_bytes: 1000\n".into(),
+        ..mask_opts(4)
+    });
+    let text = "x".repeat(5000);
+    let resp = Jimini::client()
+        .post(j.url("/v1/chat/completions"))
+        .json(&chat_body(&text, false))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 413);
+    let body: Value = resp.json().unwrap();
+    assert_eq!(body["error"]["type"], "invalid_request_error");
+    assert_eq!(j.mock.request_count(), 0);
+}
+
+#[test]
+fn oversized_chunked_body_gets_413() {
+    let j = Jimini::start(Options {
+        extra_yaml: "body:\n  max_bytes: 1000\n".into(),
+        ..mask_opts(4)
+    });
+    // raw HTTP/1.1 with chunked framing: no Content-Length to reject up front
+    let mut s = std::net::TcpStream::connect(&j.proxy).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut req = String::from(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n",
+    );
+    let chunk = "a".repeat(700);
+    for _ in 0..3 {
+        req.push_str(&format!("{:x}\r\n{chunk}\r\n", chunk.len()));
+    }
+    req.push_str("0\r\n\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.starts_with("HTTP/1.1 413"), "{out}");
+    assert!(out.contains("invalid_request_error"), "{out}");
+}
+
+#[test]
+fn malformed_json_and_invalid_utf8_get_400() {
+    let j = Jimini::start(mask_opts(4));
+    let client = Jimini::client();
+    for body in [
+        b"{\"model\": \"x\", \"messages\": [".to_vec(),
+        b"not json at all".to_vec(),
+        vec![b'{', b'"', b'a', b'"', b':', b'"', 0xff, 0xfe, b'"', b'}'],
+    ] {
+        let resp = client
+            .post(j.url("/v1/chat/completions"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .unwrap();
+        assert_eq!(resp.status(), 400);
+        let v: Value = resp.json().unwrap();
+        assert_eq!(v["error"]["type"], "invalid_request_error");
+    }
+    assert_eq!(j.mock.request_count(), 0);
+}
+
+#[test]
+fn gzip_request_body_is_decoded_and_scanned() {
+    use flate2::write::GzEncoder;
+    let j = Jimini::start(mask_opts(4));
+    let body = serde_json::to_vec(&chat_body("reach jane.roe@example.com", false)).unwrap();
+    let mut enc = GzEncoder::new(Vec::new(), flate2::Compression::default());
+    enc.write_all(&body).unwrap();
+    let gz = enc.finish().unwrap();
+    let resp = Jimini::client()
+        .post(j.url("/v1/chat/completions"))
+        .header("content-type", "application/json")
+        .header("content-encoding", "gzip")
+        .body(gz)
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let v: Value = resp.json().unwrap();
+    assert_eq!(
+        v["choices"][0]["message"]["content"],
+        "reach [REDACTED:EMAIL]"
+    );
+    let seen = &j.mock.requests()[0];
+    assert!(seen.header("content-encoding").is_none());
+    assert!(!String::from_utf8_lossy(&seen.body).contains("jane.roe"));
+}
+
+#[test]
+fn gzip_upstream_response_is_still_scanned() {
+    let j = Jimini::start(mask_opts(4));
+    for stream in [false, true] {
+        let resp = Jimini::client()
+            .post(j.url("/v1/chat/completions"))
+            .header("x-mock-gzip", "1")
+            .json(&chat_body("my mail is jane.roe@example.com", stream))
+            .send()
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let text = resp.text().unwrap();
+        assert!(
+            !text.contains("jane.roe@example.com"),
+            "stream={stream}: {text}"
+        );
+        assert!(text.contains("[REDACTED:EMAIL]"), "stream={stream}: {text}");
+    }
+}
+
+#[test]
+fn upstream_down_is_an_openai_shaped_502() {
+    let dead = free_port();
+    let j = Jimini::start(Options {
+        upstreams_yaml: Some(format!(
+            "upstreams:\n  - name: dead\n    base_url: http://127.0.0.1:{dead}\n    retries: {{ max_attempts: 0 }}\n"
+        )),
+        ..mask_opts(4)
+    });
+    let resp = Jimini::client()
+        .post(j.url("/v1/chat/completions"))
+        .json(&chat_body("hello", false))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 502);
+    let v: Value = resp.json().unwrap();
+    assert_eq!(v["error"]["type"], "jimini_upstream_error");
+}
+
+#[test]
+fn upstream_dying_mid_stream_ends_cleanly_with_an_error_event() {
+    let j = Jimini::start(mask_opts(2));
+    j.mock
+        .set_fault(Some(Fault::DropMidStream { after_events: 4 }));
+    let resp = Jimini::client()
+        .post(j.url("/v1/chat/completions"))
+        .json(&chat_body(
+            "a fairly long answer that will be cut in the middle",
+            true,
+        ))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    // the body ends (no hang); whatever arrived ends with an error event, never [DONE]
+    let body = resp.text().unwrap_or_default();
+    assert!(!body.contains("[DONE]"), "{body}");
+    assert!(
+        body.contains("\"error\""),
+        "expected an SSE error event: {body}"
+    );
+}
+
+#[test]
+fn base_url_with_path_prefix_is_respected() {
+    let mock =
+        jimini::mock::MockServer::spawn_thread("127.0.0.1:0", MockConfig::default()).unwrap();
+    let addr = mock.addr;
+    let j = Jimini::start_with_mock(
+        Options {
+            upstreams_yaml: Some(format!(
+                "upstreams:\n  - name: prefixed\n    base_url: http://{addr}/v1\n"
+            )),
+            ..mask_opts(4)
+        },
+        mock,
+    );
+    let resp = Jimini::client()
+        .post(j.url("/v1/chat/completions"))
+        .json(&chat_body("hi", false))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(j.mock.requests()[0].path, "/v1/chat/completions");
+}
+
+#[test]
+fn shipped_config_checks_and_scan_cli_reports_byte_offsets() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_jimini"))
+        .args(["check", "-c"])
+        .arg(repo_root().join("conf/jimini.yaml"))
+        .current_dir(repo_root())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let input = "héllo — mail jane@example.com now";
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_jimini"))
+        .args(["scan", "--json"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let f = &v["findings"][0];
+    assert_eq!(f["detector"], "email");
+    let (s, e) = (
+        f["start"].as_u64().unwrap() as usize,
+        f["end"].as_u64().unwrap() as usize,
+    );
+    assert_eq!(&input[s..e], "jane@example.com");
+    assert_eq!(v["redacted"], "héllo — mail [REDACTED:EMAIL] now");
+}
+
+#[test]
+fn check_reports_the_key_path_of_a_bad_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("bad.yaml");
+    std::fs::write(
+        &p,
+        "upstreams:\n  - name: a\n    base_url: http://127.0.0.1:1\n    timeouts:\n      conect_ms: 5\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_jimini"))
+        .args(["check", "-c"])
+        .arg(&p)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("upstreams[0].timeouts"), "{err}");
+    assert!(err.contains("conect_ms"), "{err}");
+}
