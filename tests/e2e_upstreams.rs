@@ -969,6 +969,12 @@ fn retry_jimini(mock: MockServer, retries: &str, extra: &str) -> Jimini {
 #[test]
 fn retryable_status_is_retried_transparently() {
     let j = retry_jimini(spawn_mock(), "max_attempts: 2, base_ms: 10, max_ms: 50", "");
+    j.mock.set_fault(Some(Fault::FailFirst { n: 1, status: 503 }));
+    let r = Jimini::client().post(j.url("/v1/chat/completions")).json(&chat("mock-gpt", "hi")).send();
+    eprintln!("R {:?}", r.map(|r| (r.status(), r.text())));
+    for r in j.mock.requests() { eprintln!("REC {} {} {:?} body={:?}", r.method, r.path, r.headers, r.body_text()); }
+    std::thread::sleep(Duration::from_secs(1));
+    eprintln!("LOGS {}", j.logs_text());
     for status in [503u16, 502, 504] {
         j.mock.clear();
         j.mock.set_fault(Some(Fault::FailFirst { n: 1, status }));

@@ -170,6 +170,23 @@ struct Chunk {
     /// 1-based number of the first line in `data`.
     first_line: u64,
     data: Vec<u8>,
+    /// End offset of each line in `data` (after its `\n`, if it has one).
+    ends: Vec<usize>,
+}
+
+impl Chunk {
+    /// Lines: (bytes without the `\n`, whether there was one).
+    fn lines(&self) -> impl Iterator<Item = (&[u8], bool)> {
+        let mut start = 0;
+        self.ends.iter().map(move |&end| {
+            let l = &self.data[start..end];
+            start = end;
+            match l.split_last() {
+                Some((b'\n', body)) => (body, true),
+                _ => (l, false),
+            }
+        })
+    }
 }
 
 struct ChunkReader<'a> {
@@ -205,7 +222,7 @@ impl<'a> ChunkReader<'a> {
                 }
             };
             let mut data = Vec::with_capacity(CHUNK + 4096);
-            let mut lines = 0u64;
+            let mut ends = Vec::with_capacity(CHUNK / 256);
             while data.len() < CHUNK {
                 let n = r
                     .read_until(b'\n', &mut data)
@@ -213,7 +230,7 @@ impl<'a> ChunkReader<'a> {
                 if n == 0 {
                     break;
                 }
-                lines += 1;
+                ends.push(data.len());
             }
             if data.is_empty() {
                 self.reader = None;
@@ -224,27 +241,12 @@ impl<'a> ChunkReader<'a> {
                 file: self.file,
                 first_line: self.line,
                 data,
+                ends,
             };
-            self.line += lines;
+            self.line += c.ends.len() as u64;
             return Ok(Some(c));
         }
     }
-}
-
-/// Split into lines: (line without its `\n`, whether it had one).
-fn lines_of(data: &[u8]) -> impl Iterator<Item = (&[u8], bool)> {
-    let mut rest = data;
-    std::iter::from_fn(move || {
-        if rest.is_empty() {
-            return None;
-        }
-        let (line, nl, next) = match rest.iter().position(|&b| b == b'\n') {
-            Some(i) => (&rest[..i], true, &rest[i + 1..]),
-            None => (rest, false, &rest[rest.len()..]),
-        };
-        rest = next;
-        Some((line, nl))
-    })
 }
 
 /// Read chunks in order, hash-check their lines on `workers` threads and hand them back in order to
@@ -267,7 +269,8 @@ fn pipeline(
                     Err(_) => return,
                 };
                 let Ok((i, c)) = job else { return };
-                let flags = lines_of(&c.data)
+                let flags = c
+                    .lines()
                     .map(|(l, nl)| nl && record::self_consistent(l))
                     .collect();
                 if res_tx.send((i, c, flags)).is_err() {
@@ -366,7 +369,7 @@ impl Verifier {
         live_last: bool,
     ) -> bool {
         let file = names[c.file];
-        for (i, (line, nl)) in lines_of(&c.data).enumerate() {
+        for (i, (line, nl)) in c.lines().enumerate() {
             let line_no = c.first_line + i as u64;
             if let Some(gap) = &mut self.gap {
                 if record::peek_seq(line) == Some(gap.seq) {

@@ -923,6 +923,38 @@ mod tests {
         assert_eq!(ev.decision().verdict, Action::Flag);
     }
 
+    /// The shipped PII pack switched to its documented alternative style (pseudonymize on the
+    /// request side), so these tests exercise placeholders and restore.
+    fn pii_pseudonymizing() -> String {
+        include_str!("../../rules/pii.yaml")
+            .replace("redact: mask", "redact: pseudonymize")
+            .replace("direction: [request, response]", "direction: [request]")
+    }
+
+    #[test]
+    fn shipped_pii_pack_masks_both_directions() {
+        let rs = Arc::new(
+            RuleSet::from_sources(
+                &[(
+                    "rules/pii.yaml".into(),
+                    include_str!("../../rules/pii.yaml").into(),
+                )],
+                &opts(),
+            )
+            .unwrap(),
+        );
+        let mut ev = Evaluator::new(Arc::clone(&rs), chat());
+        let out = ev
+            .rewrite_text(Direction::Request, &format!("Write to {EMAIL}, charge {CARD}."))
+            .unwrap();
+        assert_eq!(out, "Write to [REDACTED:EMAIL], charge [REDACTED:CREDIT_CARD].");
+        let answer = ev
+            .rewrite_text(Direction::Response, &format!("Sure, I wrote to {EMAIL}."))
+            .unwrap();
+        assert_eq!(answer, "Sure, I wrote to [REDACTED:EMAIL].");
+        assert_eq!(ev.decision().label(), "redact");
+    }
+
     fn shipped(o: &RulesOptions) -> Arc<RuleSet> {
         Arc::new(
             RuleSet::from_sources(
@@ -933,7 +965,7 @@ mod tests {
                     ),
                     (
                         "rules/pii.yaml".into(),
-                        include_str!("../../rules/pii.yaml").into(),
+                        pii_pseudonymizing(),
                     ),
                     (
                         "rules/prompt-injection.yaml".into(),
@@ -1203,7 +1235,8 @@ mod tests {
     fn shadow_per_pack() {
         let secrets =
             include_str!("../../rules/secrets.yaml").replace("mode: enforce", "mode: shadow");
-        let rs = set(&[include_str!("../../rules/pii.yaml"), &secrets]);
+        let pii = pii_pseudonymizing();
+        let rs = set(&[&pii, &secrets]);
         assert!(rs.packs()[1].shadow);
         let mut ev = Evaluator::new(rs, chat());
         let out = ev

@@ -17,6 +17,22 @@ pub(crate) struct Builtin {
     pub rank: u8,
     /// Bytes a validator may add beyond the regex match (PEM body).
     pub extra_len: usize,
+    /// What every match contains near its start (for skipping text that cannot match).
+    pub trigger: Trigger,
+}
+
+/// A byte class or literal that every match of a detector contains, at most `reach`
+/// bytes after the match start. The matcher only runs its automaton around triggers.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Trigger {
+    /// An ASCII digit.
+    Digit { reach: usize },
+    /// A ':'.
+    Colon { reach: usize },
+    /// An '@'.
+    At { reach: usize },
+    /// One of these literals (matched ASCII-case-insensitively).
+    Literals { lits: &'static [&'static str], reach: usize },
 }
 
 /// Longest PEM block body we look for after a `BEGIN … PRIVATE KEY` header.
@@ -57,6 +73,7 @@ static BUILTINS: &[Builtin] = &[
         validate: email,
         rank: 13,
         extra_len: 0,
+        trigger: Trigger::At { reach: 64 },
     },
     Builtin {
         name: "phone",
@@ -75,6 +92,7 @@ static BUILTINS: &[Builtin] = &[
         validate: phone,
         rank: 18,
         extra_len: 0,
+        trigger: Trigger::Digit { reach: 1 },
     },
     Builtin {
         name: "credit_card",
@@ -82,6 +100,7 @@ static BUILTINS: &[Builtin] = &[
         validate: credit_card,
         rank: 14,
         extra_len: 0,
+        trigger: Trigger::Digit { reach: 0 },
     },
     Builtin {
         name: "us_ssn",
@@ -89,6 +108,7 @@ static BUILTINS: &[Builtin] = &[
         validate: us_ssn,
         rank: 15,
         extra_len: 0,
+        trigger: Trigger::Digit { reach: 0 },
     },
     Builtin {
         name: "iban",
@@ -96,6 +116,7 @@ static BUILTINS: &[Builtin] = &[
         validate: iban,
         rank: 12,
         extra_len: 0,
+        trigger: Trigger::Digit { reach: 2 },
     },
     Builtin {
         name: "ipv4",
@@ -103,6 +124,7 @@ static BUILTINS: &[Builtin] = &[
         validate: ipv4,
         rank: 16,
         extra_len: 0,
+        trigger: Trigger::Digit { reach: 0 },
     },
     Builtin {
         name: "ipv6",
@@ -110,6 +132,7 @@ static BUILTINS: &[Builtin] = &[
         validate: ipv6,
         rank: 17,
         extra_len: 0,
+        trigger: Trigger::Colon { reach: 4 },
     },
     Builtin {
         name: "us_bank_routing",
@@ -117,6 +140,7 @@ static BUILTINS: &[Builtin] = &[
         validate: us_bank_routing,
         rank: 19,
         extra_len: 0,
+        trigger: Trigger::Digit { reach: 0 },
     },
     Builtin {
         name: "crypto_wallet",
@@ -124,6 +148,7 @@ static BUILTINS: &[Builtin] = &[
         validate: crypto_wallet,
         rank: 11,
         extra_len: 0,
+        trigger: Trigger::Digit { reach: 2 },
     },
     Builtin {
         name: "api_key.openai",
@@ -131,6 +156,7 @@ static BUILTINS: &[Builtin] = &[
         validate: openai_key,
         rank: 4,
         extra_len: 0,
+        trigger: Trigger::Literals { lits: &["sk-"], reach: 0 },
     },
     Builtin {
         name: "api_key.anthropic",
@@ -138,6 +164,7 @@ static BUILTINS: &[Builtin] = &[
         validate: anthropic_key,
         rank: 3,
         extra_len: 0,
+        trigger: Trigger::Literals { lits: &["sk-ant-"], reach: 0 },
     },
     Builtin {
         name: "api_key.aws_access_key",
@@ -145,6 +172,7 @@ static BUILTINS: &[Builtin] = &[
         validate: aws_access_key,
         rank: 9,
         extra_len: 0,
+        trigger: Trigger::Literals { lits: &["AKIA", "ASIA", "ABIA", "ACCA"], reach: 0 },
     },
     Builtin {
         name: "api_key.aws_secret_key",
@@ -158,6 +186,7 @@ static BUILTINS: &[Builtin] = &[
         validate: aws_secret_key,
         rank: 10,
         extra_len: 0,
+        trigger: Trigger::Literals { lits: &["aws", "secret"], reach: 4 },
     },
     Builtin {
         name: "api_key.github",
@@ -165,6 +194,7 @@ static BUILTINS: &[Builtin] = &[
         validate: github_token,
         rank: 6,
         extra_len: 0,
+        trigger: Trigger::Literals { lits: &["ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"], reach: 0 },
     },
     Builtin {
         name: "api_key.slack",
@@ -172,6 +202,7 @@ static BUILTINS: &[Builtin] = &[
         validate: slack_token,
         rank: 7,
         extra_len: 0,
+        trigger: Trigger::Literals { lits: &["xox", "xapp-"], reach: 0 },
     },
     Builtin {
         name: "api_key.google",
@@ -179,6 +210,7 @@ static BUILTINS: &[Builtin] = &[
         validate: google_key,
         rank: 8,
         extra_len: 0,
+        trigger: Trigger::Literals { lits: &["AIza"], reach: 0 },
     },
     Builtin {
         name: "api_key.stripe",
@@ -186,6 +218,7 @@ static BUILTINS: &[Builtin] = &[
         validate: stripe_key,
         rank: 5,
         extra_len: 0,
+        trigger: Trigger::Literals { lits: &["sk_", "rk_"], reach: 0 },
     },
     Builtin {
         name: "private_key",
@@ -193,6 +226,7 @@ static BUILTINS: &[Builtin] = &[
         validate: private_key,
         rank: 0,
         extra_len: PEM_MAX_BODY + 64,
+        trigger: Trigger::Literals { lits: &["-----BEGIN "], reach: 0 },
     },
     Builtin {
         name: "jwt",
@@ -200,6 +234,7 @@ static BUILTINS: &[Builtin] = &[
         validate: jwt,
         rank: 1,
         extra_len: 0,
+        trigger: Trigger::Literals { lits: &["eyJ"], reach: 0 },
     },
     Builtin {
         name: "url_credentials",
@@ -211,6 +246,7 @@ static BUILTINS: &[Builtin] = &[
         validate: url_credentials,
         rank: 2,
         extra_len: 0,
+        trigger: Trigger::Literals { lits: &["://"], reach: 32 },
     },
 ];
 
