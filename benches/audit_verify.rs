@@ -16,18 +16,20 @@ fn event(i: u64) -> AuditEvent {
     AuditEvent {
         request_id: format!("req-{i:016x}"),
         caller: Some(format!("team-{}", i % 17)),
-        subject: (i % 10 == 0).then(|| format!("user-{}@example.com", i % 1000)),
+        subject: i
+            .is_multiple_of(10)
+            .then(|| format!("user-{}@example.com", i % 1000)),
         route: "chat".into(),
         model: Some("gpt-4o-mini".into()),
         upstream: Some("openai".into()),
         decision: ["allow", "redact", "flag", "block"][(i % 4) as usize].into(),
-        shadow: i % 7 == 0,
-        rules: if i % 4 == 0 {
+        shadow: i.is_multiple_of(7),
+        rules: if i.is_multiple_of(4) {
             vec![]
         } else {
             vec!["pii.email".into(), "secrets.openai-key".into()]
         },
-        findings: if i % 4 == 0 {
+        findings: if i.is_multiple_of(4) {
             BTreeMap::new()
         } else {
             BTreeMap::from([("email".into(), 2), ("api_key.openai".into(), 1)])

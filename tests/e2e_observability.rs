@@ -670,7 +670,9 @@ fn audit_chain_gauge_follows_admin_verification() {
     // verify flushes the writer; the proxied requests are on disk afterwards
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let v: Value = admin_get(&j, "/admin/audit/verify", Some(&viewer)).json().unwrap();
+        let v: Value = admin_get(&j, "/admin/audit/verify", Some(&viewer))
+            .json()
+            .unwrap();
         assert_eq!(v["ok"], true, "{v}");
         let on_disk = audit_lines(&j)
             .iter()
@@ -683,11 +685,17 @@ fn audit_chain_gauge_follows_admin_verification() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(gauge(&j), Some(1.0));
-    let records = series(&parse_metrics(&metrics_text(&j)), "jimini_audit_records_total")
-        .get(&Labels::new())
-        .copied()
-        .unwrap_or(0.0);
-    assert!(records >= n as f64, "jimini_audit_records_total {records} < {n}");
+    let records = series(
+        &parse_metrics(&metrics_text(&j)),
+        "jimini_audit_records_total",
+    )
+    .get(&Labels::new())
+    .copied()
+    .unwrap_or(0.0);
+    assert!(
+        records >= n as f64,
+        "jimini_audit_records_total {records} < {n}"
+    );
 
     // tamper with one proxied record in place (same length: 200 -> 201)
     let file = std::fs::read_dir(&j.audit_dir)
@@ -705,9 +713,15 @@ fn audit_chain_gauge_follows_admin_verification() {
         .expect("an audit segment with a proxied record");
     let text = std::fs::read_to_string(&file).unwrap();
     std::fs::write(&file, text.replacen("\"status\":200", "\"status\":201", 1)).unwrap();
-    let v: Value = admin_get(&j, "/admin/audit/verify", Some(&viewer)).json().unwrap();
+    let v: Value = admin_get(&j, "/admin/audit/verify", Some(&viewer))
+        .json()
+        .unwrap();
     assert_eq!(v["ok"], false, "tampering detected: {v}");
-    assert_eq!(gauge(&j), Some(0.0), "jimini_audit_chain_ok after a failed verify");
+    assert_eq!(
+        gauge(&j),
+        Some(0.0),
+        "jimini_audit_chain_ok after a failed verify"
+    );
 }
 
 fn audit_lines(j: &Jimini) -> Vec<String> {
@@ -907,7 +921,30 @@ fn otlp_new_trace_without_traceparent_and_unsampled_parent_is_respected() {
     assert_eq!(root.attr_str_array("jimini.rules"), Some(vec![]));
     assert_eq!(one(&spans, "jimini.upstream").span_id, parts2[2]);
 
-    // the second request's spans arrived, so the first one's would have too if it were exported
+    // 3) a malformed traceparent starts a fresh sampled trace; the garbage is not forwarded
+    let m3 = rand_lower(10);
+    let garbage = format!("00-{}-nothex-01", rand_lower(32));
+    let (s, _, b) = chat(
+        &j,
+        &[("traceparent", &garbage)],
+        &chat_body("gpt-4o", &format!("third {m3}"), false),
+    );
+    assert_eq!(s, 200, "{b}");
+    let tp3 = upstream_request_with(&j, &m3)
+        .header("traceparent")
+        .map(str::to_string)
+        .expect("traceparent upstream");
+    let parts3: Vec<&str> = tp3.split('-').collect();
+    assert_eq!(parts3.len(), 4, "{tp3}");
+    assert!(
+        parts3[1].len() == 32 && parts3[1].bytes().all(|c| c.is_ascii_hexdigit()),
+        "{tp3}"
+    );
+    assert_ne!(tp3, garbage);
+    let spans3 = spans_of(&rx, parts3[1], 3);
+    assert_eq!(one(&spans3, "jimini.request").parent_span_id, "");
+
+    // the later requests' spans arrived, so the first one's would have too if it were exported
     std::thread::sleep(Duration::from_millis(300));
     assert!(
         rx.spans().iter().all(|s| s.trace_id != unsampled_trace),
@@ -942,6 +979,23 @@ fn otlp_failed_upstream_marks_the_request_span_as_error() {
     assert_eq!(root.attr_i64("http.response.status_code"), Some(s as i64));
     assert_eq!(root.status_code, 2, "5xx marks the request span as error");
     assert_eq!(root.attr_str("jimini.upstream"), Some("deadup"));
+}
+
+#[test]
+fn traceparent_passes_through_untouched_when_tracing_is_disabled() {
+    let j = Jimini::start(Options::default());
+    let tp = format!("00-{}-{}-01", rand_hex(16), rand_hex(8));
+    let marker = rand_lower(10);
+    let (s, _, b) = chat(
+        &j,
+        &[("traceparent", &tp)],
+        &chat_body("gpt-4o", &format!("hi {marker}"), false),
+    );
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(
+        upstream_request_with(&j, &marker).header("traceparent"),
+        Some(tp.as_str())
+    );
 }
 
 fn assert_requests_unaffected(j: &Jimini, n: usize) {

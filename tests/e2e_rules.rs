@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::harness::*;
-use jimini::mock::{MockConfig, MockMode};
+use jimini::mock::{MockConfig, MockMode, MockServer};
 use rand::Rng;
 use serde_json::{json, Value};
 
@@ -89,6 +89,18 @@ fn kw_pack(pack: &str, rules: &[(&str, &str, &str)]) -> String {
 fn chat_body(model: &str, content: &str, stream: bool) -> String {
     json!({"model": model, "messages": [{"role": "user", "content": content}], "stream": stream})
         .to_string()
+}
+
+/// Starts Jimini with a circuit breaker that never opens. Policy blocks are (wrongly) recorded as
+/// upstream failures today (see `policy_blocks_do_not_trip_the_upstream_breaker`), which would
+/// turn these rule tests into breaker tests; drop this once that bug is fixed.
+fn start(mut opts: Options) -> Jimini {
+    let mock = MockServer::spawn_thread("127.0.0.1:0", opts.mock.clone()).expect("mock upstream");
+    opts.upstreams_yaml = Some(format!(
+        "upstreams:\n  - name: mock\n    base_url: http://{}\n    breaker:\n      consecutive_failures: 0\n      min_requests: 1000000\n",
+        mock.addr
+    ));
+    Jimini::start_with_mock(opts, mock)
 }
 
 fn client() -> Client {
@@ -327,7 +339,7 @@ fn hot_reload_under_load_has_no_failed_requests() {
     let old_word = word("plugh");
     let new_word = word("frobnicate");
     let pack = |rules: &[(&str, &str, &str)]| kw_pack("custom", rules);
-    let j = Jimini::start(Options {
+    let j = start(Options {
         rules: Some(vec![(
             "custom.yaml".into(),
             pack(&[("old", &old_word, "flag")]),
@@ -484,7 +496,7 @@ fn hot_reload_under_load_has_no_failed_requests() {
 fn broken_edits_keep_previous_rules_serving() {
     let w1 = word("frobnicate");
     let w2 = word("quuxify");
-    let j = Jimini::start(Options {
+    let j = start(Options {
         rules: Some(vec![(
             "custom.yaml".into(),
             kw_pack("custom", &[("frob", &w1, "block")]),
@@ -591,7 +603,7 @@ fn broken_edits_keep_previous_rules_serving() {
 #[ignore = "bug: YAML syntax errors inside a rule do not name the rule id (src/rules/pack.rs parse_pack)"]
 fn broken_yaml_error_names_the_rule() {
     let w1 = word("frobnicate");
-    let j = Jimini::start(Options {
+    let j = start(Options {
         rules: Some(vec![(
             "custom.yaml".into(),
             kw_pack("custom", &[("frob", &w1, "block")]),
@@ -622,7 +634,7 @@ fn broken_yaml_error_names_the_rule() {
 #[test]
 fn editor_rename_write_triggers_reload() {
     let (w1, w2) = (word("frobnicate"), word("xyzzy"));
-    let j = Jimini::start(Options {
+    let j = start(Options {
         rules: Some(vec![(
             "custom.yaml".into(),
             kw_pack("custom", &[("one", &w1, "block")]),
@@ -679,7 +691,7 @@ fn configmap_symlink_swap_triggers_reload() {
     symlink(&v1, mount.join("..data")).unwrap();
     symlink("..data/custom.yaml", mount.join("custom.yaml")).unwrap();
 
-    let j = Jimini::start(Options {
+    let j = start(Options {
         rules: Some(vec![]),
         env: vec![("JIMINI_RULES_DIR".into(), mount.display().to_string())],
         audit: false,
@@ -725,7 +737,7 @@ fn sighup_and_admin_api_reload() {
     std::fs::write(&target, kw_pack("custom", &[("a", &words[0], "block")])).unwrap();
     std::os::unix::fs::symlink(&target, rules.join("custom.yaml")).unwrap();
 
-    let j = Jimini::start(Options {
+    let j = start(Options {
         rules: Some(vec![]),
         env: vec![("JIMINI_RULES_DIR".into(), rules.display().to_string())],
         audit: false,
@@ -931,7 +943,7 @@ fn assert_global_shadow(j: &Jimini) {
 
 #[test]
 fn global_shadow_via_config_passes_traffic_byte_for_byte() {
-    let j = Jimini::start(Options {
+    let j = start(Options {
         rules_mode: "shadow",
         ..Default::default()
     });
@@ -940,7 +952,7 @@ fn global_shadow_via_config_passes_traffic_byte_for_byte() {
 
 #[test]
 fn global_shadow_via_env_passes_traffic_byte_for_byte() {
-    let j = Jimini::start(Options {
+    let j = start(Options {
         env: vec![("JIMINI_SHADOW".into(), "1".into())],
         ..Default::default()
     });
@@ -948,14 +960,14 @@ fn global_shadow_via_env_passes_traffic_byte_for_byte() {
 }
 
 /// `mode: shadow` in the secrets pack only: the key passes (recorded as shadow), while the
-/// enforced pii pack still pseudonymizes the email (and restores it in the answer).
+/// enforced shipped pii pack still masks the email (both directions).
 #[test]
 fn per_pack_shadow_while_other_packs_enforce() {
     let secrets = std::fs::read_to_string(repo_root().join("rules/secrets.yaml"))
         .unwrap()
         .replace("\nmode: enforce\n", "\nmode: shadow\n");
     assert!(secrets.contains("\nmode: shadow\n"));
-    let j = Jimini::start(Options {
+    let j = start(Options {
         rules: Some(shipped_with("secrets.yaml", secrets)),
         ..Default::default()
     });
@@ -968,10 +980,14 @@ fn per_pack_shadow_while_other_packs_enforce() {
     let up = j.mock.requests().last().unwrap().body_text();
     assert!(up.contains(&key), "shadow pack changed the key: {up}");
     assert!(
-        !up.contains(&email) && up.contains("[EMAIL_1]"),
+        !up.contains(&email) && up.contains("[REDACTED:EMAIL]"),
         "pii not enforced: {up}"
     );
-    assert_eq!(reply_content(&body), content);
+    // The shadowed response rule (secrets.response-api-keys) leaves the echoed key alone.
+    assert_eq!(
+        reply_content(&body),
+        format!("key {key} mail [REDACTED:EMAIL]")
+    );
     // Key only: nothing enforced, would-be block → decision "shadow".
     let (s, _) = post_chat(
         &c,
@@ -1029,7 +1045,7 @@ fn per_pack_shadow_while_other_packs_enforce() {
 /// POST /admin/shadow toggles global shadow live (operator only) and survives a reload.
 #[test]
 fn admin_shadow_toggle_is_live() {
-    let j = Jimini::start(Options::default());
+    let j = start(Options::default());
     let c = client();
     let operator = j.token("operator");
     let viewer = j.token("viewer");
@@ -1098,6 +1114,23 @@ fn admin_shadow_toggle_is_live() {
 // ------------------------------------------------------------------------------------------
 // pseudonymization
 
+/// The shipped pii pack switched to pseudonymization as its header comment documents:
+/// `redact: pseudonymize` with `direction: [request]`.
+fn pseudonymizing_pii() -> String {
+    let src = std::fs::read_to_string(repo_root().join("rules/pii.yaml")).unwrap();
+    let out = src
+        .replace("    redact: mask\n", "    redact: pseudonymize\n")
+        .replace(
+            "    direction: [request, response]\n",
+            "    direction: [request]\n",
+        );
+    assert!(
+        out.contains("    redact: pseudonymize\n") && !out.contains("    redact: mask\n"),
+        "{out}"
+    );
+    out
+}
+
 fn pii_prompt() -> (String, Vec<String>) {
     let (e1, e2, e3) = (random_email(), random_email(), random_email());
     let (p1, p2) = (random_phone(), random_phone());
@@ -1131,7 +1164,10 @@ fn assert_upstream_sees_placeholders(j: &Jimini, values: &[String]) {
 /// the request never assigned ([EMAIL_9]) stays as is.
 #[test]
 fn pseudonymize_round_trip_json_and_one_char_stream() {
-    let j = Jimini::start(Options::default());
+    let j = start(Options {
+        rules: Some(shipped_with("pii.yaml", pseudonymizing_pii())),
+        ..Default::default()
+    });
     let c = client();
     for _ in 0..3 {
         let (text, values) = pii_prompt();
@@ -1162,7 +1198,7 @@ fn pseudonymize_round_trip_json_and_one_char_stream() {
 /// the given ones are restored, the invented one stays, streaming (1-char deltas) and not.
 #[test]
 fn pseudonymize_restores_only_assigned_placeholders() {
-    let j = Jimini::start(Options {
+    let j = start(Options {
         mock: MockConfig {
             enabled: true,
             listen: "127.0.0.1:0".into(),
@@ -1171,6 +1207,7 @@ fn pseudonymize_restores_only_assigned_placeholders() {
             chunk_chars: 1,
             ..Default::default()
         },
+        rules: Some(shipped_with("pii.yaml", pseudonymizing_pii())),
         ..Default::default()
     });
     let c = client();
@@ -1197,11 +1234,36 @@ fn pseudonymize_restores_only_assigned_placeholders() {
 // ------------------------------------------------------------------------------------------
 // precedence and when-scoping
 
+/// Policy blocks are Jimini's own answer, not an upstream failure: a run of blocked prompts must
+/// not open the upstream's circuit breaker (default breaker settings: 5 consecutive failures).
+#[test]
+#[ignore = "bug: policy blocks are recorded as upstream connect failures and open the circuit breaker (src/proxy/peer.rs on_proxy_error)"]
+fn policy_blocks_do_not_trip_the_upstream_breaker() {
+    let j = Jimini::start(Options {
+        audit: false,
+        ..Default::default()
+    });
+    let c = client();
+    for _ in 0..12 {
+        assert_eq!(
+            blocked(&c, &j, &format!("key {}", openai_key())).as_deref(),
+            Some("secrets.openai-key")
+        );
+    }
+    assert_eq!(blocked(&c, &j, "hello there"), None);
+    let m = metrics(&c, &j);
+    assert_eq!(
+        metric_sum(&m, "jimini_upstream_errors_total", &[("upstream", "mock")]),
+        0.0,
+        "{m}"
+    );
+}
+
 #[test]
 fn when_scoping_by_model_and_caller_exemption() {
     let scoped = "pack: scoped\nversion: 1\nrules:\n  - id: gpt4-no-email\n    description: No email addresses to the gpt-4 family\n    detector: email\n    direction: [request]\n    when: { model: [\"gpt-4*\"] }\n    action: block\n  - id: trusted-keys\n    description: Trusted callers may send OpenAI keys\n    detector: api_key.openai\n    when: { caller: [\"trusted-*\"] }\n    action: allow\n";
     let secrets = std::fs::read_to_string(repo_root().join("rules/secrets.yaml")).unwrap();
-    let j = Jimini::start(Options {
+    let j = start(Options {
         rules: Some(vec![
             ("secrets.yaml".into(), secrets),
             ("scoped.yaml".into(), scoped.into()),
@@ -1293,7 +1355,7 @@ fn when_scoping_by_model_and_caller_exemption() {
 /// anything else gets a 403 whose code is the rule and whose message names the model.
 #[test]
 fn restrictive_egress_pack_blocks_unlisted_models() {
-    let j = Jimini::start(Options {
+    let j = start(Options {
         rules: Some(shipped_with("egress.yaml", restrictive_egress())),
         ..Default::default()
     });
@@ -1344,7 +1406,7 @@ fn restrictive_egress_pack_blocks_unlisted_models() {
 #[test]
 #[ignore = "bug: a models rule with `message:` (the shipped restrictive egress form) does not name the requested model"]
 fn restrictive_egress_message_names_the_model() {
-    let j = Jimini::start(Options {
+    let j = start(Options {
         rules: Some(shipped_with("egress.yaml", restrictive_egress())),
         audit: false,
         ..Default::default()
@@ -1359,7 +1421,7 @@ fn restrictive_egress_message_names_the_model() {
 #[test]
 fn egress_default_message_names_the_model() {
     let pack = "pack: egress\nrules:\n  - id: allowed-models\n    description: allow-list\n    models: [\"gpt-4o\", \"text-embedding-3-*\"]\n    action: block\n";
-    let j = Jimini::start(Options {
+    let j = start(Options {
         rules: Some(vec![("egress.yaml".into(), pack.into())]),
         audit: false,
         ..Default::default()

@@ -171,7 +171,12 @@ pub async fn admit(app: &App, session: &mut Session, ctx: &mut RequestCtx) -> Op
         .await;
     ctx.rate_limit_headers = verdict.headers.clone();
     if !verdict.allowed {
-        app.metrics.rate_limited(verdict.error_type());
+        app.metrics
+            .rate_limited(if verdict.error_type() == "tokens" {
+                "tpm"
+            } else {
+                "rpm"
+            });
         let mut err = ClientError::new(
             429,
             &verdict.message(),

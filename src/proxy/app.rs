@@ -65,6 +65,8 @@ impl App {
         };
         let first = Self::prepare_with(&config, &hash_key, None, None, 1)
             .map_err(|e| anyhow::anyhow!(e))?;
+        let names: Vec<&str> = config.upstreams.iter().map(|u| u.name.as_str()).collect();
+        metrics.preinit(&names, &["chat", "completions", "responses", "messages"]);
         Ok(Arc::new(App {
             snapshot: ArcSwap::from_pointee(first),
             source,

@@ -945,9 +945,15 @@ mod tests {
         );
         let mut ev = Evaluator::new(Arc::clone(&rs), chat());
         let out = ev
-            .rewrite_text(Direction::Request, &format!("Write to {EMAIL}, charge {CARD}."))
+            .rewrite_text(
+                Direction::Request,
+                &format!("Write to {EMAIL}, charge {CARD}."),
+            )
             .unwrap();
-        assert_eq!(out, "Write to [REDACTED:EMAIL], charge [REDACTED:CREDIT_CARD].");
+        assert_eq!(
+            out,
+            "Write to [REDACTED:EMAIL], charge [REDACTED:CREDIT_CARD]."
+        );
         let answer = ev
             .rewrite_text(Direction::Response, &format!("Sure, I wrote to {EMAIL}."))
             .unwrap();
@@ -963,10 +969,7 @@ mod tests {
                         "rules/egress.yaml".into(),
                         include_str!("../../rules/egress.yaml").into(),
                     ),
-                    (
-                        "rules/pii.yaml".into(),
-                        pii_pseudonymizing(),
-                    ),
+                    ("rules/pii.yaml".into(), pii_pseudonymizing()),
                     (
                         "rules/prompt-injection.yaml".into(),
                         include_str!("../../rules/prompt-injection.yaml").into(),

@@ -32,7 +32,10 @@ pub(crate) enum Trigger {
     /// An '@'.
     At { reach: usize },
     /// One of these literals (matched ASCII-case-insensitively).
-    Literals { lits: &'static [&'static str], reach: usize },
+    Literals {
+        lits: &'static [&'static str],
+        reach: usize,
+    },
 }
 
 /// Longest PEM block body we look for after a `BEGIN … PRIVATE KEY` header.
@@ -156,7 +159,10 @@ static BUILTINS: &[Builtin] = &[
         validate: openai_key,
         rank: 4,
         extra_len: 0,
-        trigger: Trigger::Literals { lits: &["sk-"], reach: 0 },
+        trigger: Trigger::Literals {
+            lits: &["sk-"],
+            reach: 0,
+        },
     },
     Builtin {
         name: "api_key.anthropic",
@@ -164,7 +170,10 @@ static BUILTINS: &[Builtin] = &[
         validate: anthropic_key,
         rank: 3,
         extra_len: 0,
-        trigger: Trigger::Literals { lits: &["sk-ant-"], reach: 0 },
+        trigger: Trigger::Literals {
+            lits: &["sk-ant-"],
+            reach: 0,
+        },
     },
     Builtin {
         name: "api_key.aws_access_key",
@@ -172,7 +181,10 @@ static BUILTINS: &[Builtin] = &[
         validate: aws_access_key,
         rank: 9,
         extra_len: 0,
-        trigger: Trigger::Literals { lits: &["AKIA", "ASIA", "ABIA", "ACCA"], reach: 0 },
+        trigger: Trigger::Literals {
+            lits: &["AKIA", "ASIA", "ABIA", "ACCA"],
+            reach: 0,
+        },
     },
     Builtin {
         name: "api_key.aws_secret_key",
@@ -186,7 +198,10 @@ static BUILTINS: &[Builtin] = &[
         validate: aws_secret_key,
         rank: 10,
         extra_len: 0,
-        trigger: Trigger::Literals { lits: &["aws", "secret"], reach: 4 },
+        trigger: Trigger::Literals {
+            lits: &["aws", "secret"],
+            reach: 4,
+        },
     },
     Builtin {
         name: "api_key.github",
@@ -194,7 +209,10 @@ static BUILTINS: &[Builtin] = &[
         validate: github_token,
         rank: 6,
         extra_len: 0,
-        trigger: Trigger::Literals { lits: &["ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"], reach: 0 },
+        trigger: Trigger::Literals {
+            lits: &["ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"],
+            reach: 0,
+        },
     },
     Builtin {
         name: "api_key.slack",
@@ -202,7 +220,10 @@ static BUILTINS: &[Builtin] = &[
         validate: slack_token,
         rank: 7,
         extra_len: 0,
-        trigger: Trigger::Literals { lits: &["xox", "xapp-"], reach: 0 },
+        trigger: Trigger::Literals {
+            lits: &["xox", "xapp-"],
+            reach: 0,
+        },
     },
     Builtin {
         name: "api_key.google",
@@ -210,7 +231,10 @@ static BUILTINS: &[Builtin] = &[
         validate: google_key,
         rank: 8,
         extra_len: 0,
-        trigger: Trigger::Literals { lits: &["AIza"], reach: 0 },
+        trigger: Trigger::Literals {
+            lits: &["AIza"],
+            reach: 0,
+        },
     },
     Builtin {
         name: "api_key.stripe",
@@ -218,7 +242,10 @@ static BUILTINS: &[Builtin] = &[
         validate: stripe_key,
         rank: 5,
         extra_len: 0,
-        trigger: Trigger::Literals { lits: &["sk_", "rk_"], reach: 0 },
+        trigger: Trigger::Literals {
+            lits: &["sk_", "rk_"],
+            reach: 0,
+        },
     },
     Builtin {
         name: "private_key",
@@ -226,7 +253,10 @@ static BUILTINS: &[Builtin] = &[
         validate: private_key,
         rank: 0,
         extra_len: PEM_MAX_BODY + 64,
-        trigger: Trigger::Literals { lits: &["-----BEGIN "], reach: 0 },
+        trigger: Trigger::Literals {
+            lits: &["-----BEGIN "],
+            reach: 0,
+        },
     },
     Builtin {
         name: "jwt",
@@ -234,7 +264,10 @@ static BUILTINS: &[Builtin] = &[
         validate: jwt,
         rank: 1,
         extra_len: 0,
-        trigger: Trigger::Literals { lits: &["eyJ"], reach: 0 },
+        trigger: Trigger::Literals {
+            lits: &["eyJ"],
+            reach: 0,
+        },
     },
     Builtin {
         name: "url_credentials",
@@ -246,7 +279,10 @@ static BUILTINS: &[Builtin] = &[
         validate: url_credentials,
         rank: 2,
         extra_len: 0,
-        trigger: Trigger::Literals { lits: &["://"], reach: 32 },
+        trigger: Trigger::Literals {
+            lits: &["://"],
+            reach: 32,
+        },
     },
 ];
 

@@ -406,6 +406,36 @@ impl Metrics {
             .set(state.clamp(0, 2));
     }
 
+    /// Create the zero-valued series operators alert on, so every metric family is exported from
+    /// the first scrape (a `rate(...)` over a series that appears only at its first increment
+    /// misses that increment, and dashboards show "no data" instead of 0).
+    pub fn preinit(&self, upstreams: &[&str], routes: &[&str]) {
+        let i = &*self.inner;
+        for result in ["ok", "error"] {
+            i.reloads.with_label_values(&[result]);
+        }
+        for reason in RATE_REASONS {
+            i.rate_limited.with_label_values(&[reason]);
+        }
+        for route in routes {
+            i.ttft.with_label_values(&[i.g_route.clamp(route)]);
+        }
+        for up in upstreams {
+            let up = i.g_upstream.clamp(up);
+            for kind in [
+                "connect",
+                "timeout",
+                "status_5xx",
+                "status_429",
+                "breaker_open",
+            ] {
+                i.upstream_errors
+                    .with_label_values(&[up, i.g_kind.clamp(kind)]);
+            }
+            i.breaker_state.with_label_values(&[up]);
+        }
+    }
+
     /// A reload attempt finished.
     pub fn rules_reload(&self, ok: bool) {
         self.inner
