@@ -276,6 +276,7 @@ fn audit(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
         AuditCommand::Verify { dir } => {
             let report = crate::audit::verify_dir(&dir)?;
             println!("{}", serde_json::to_string_pretty(&report)?);
+            eprintln!("{}", report.summary());
             Ok(if report.ok {
                 ExitCode::SUCCESS
             } else {

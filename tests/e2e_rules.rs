@@ -211,6 +211,23 @@ fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
         .sum()
 }
 
+type Expect<'a> = (&'a str, &'a [(&'a str, &'a str)], f64);
+
+/// Metrics are recorded in the logging hook, after the client already has its response: poll
+/// until no request is in flight and every `(name, labels, min)` sum is reached (or time out),
+/// and return the last scrape for the assertions.
+fn settled_metrics(c: &Client, j: &Jimini, expect: &[Expect<'_>]) -> String {
+    let mut m = String::new();
+    wait_for(GENEROUS, || {
+        m = metrics(c, j);
+        metric_sum(&m, "jimini_active_requests", &[]) == 0.0
+            && expect
+                .iter()
+                .all(|(name, labels, min)| metric_sum(&m, name, labels) >= *min)
+    });
+    m
+}
+
 fn reloads(c: &Client, j: &Jimini, result: &str) -> f64 {
     metric_sum(
         &metrics(c, j),
@@ -327,6 +344,8 @@ struct Rec {
     start: Instant,
     end: Instant,
     with_word: bool,
+    stream: bool,
+    content: String,
     outcome: Result<(u16, String), String>,
 }
 
@@ -366,7 +385,8 @@ fn hot_reload_under_load_has_no_failed_requests() {
                 let mut recs = Vec::new();
                 let mut i = 0usize;
                 while !stop.load(Ordering::SeqCst) && i < 20_000 {
-                    let with_word = (i + t) % 2 == 0;
+                    let with_word = (i + t).is_multiple_of(2);
+                    let stream = i.is_multiple_of(3);
                     let content = if with_word {
                         format!("please {new_word} record {t}-{i} now")
                     } else {
@@ -376,7 +396,7 @@ fn hot_reload_under_load_has_no_failed_requests() {
                     let outcome = c
                         .post(&url)
                         .header("content-type", "application/json")
-                        .body(chat_body("gpt-4o", &content, i % 3 == 0))
+                        .body(chat_body("gpt-4o", &content, stream))
                         .send()
                         .and_then(|r| {
                             let s = r.status().as_u16();
@@ -394,6 +414,8 @@ fn hot_reload_under_load_has_no_failed_requests() {
                         start,
                         end,
                         with_word,
+                        stream,
+                        content,
                         outcome,
                     });
                     i += 1;
@@ -431,7 +453,20 @@ fn hot_reload_under_load_has_no_failed_requests() {
         .iter()
         .filter_map(|r| match &r.outcome {
             Err(e) => Some(format!("transport error: {e}")),
-            Ok((200, _)) => None,
+            // A 200 must carry the whole echoed answer (no truncated stream or body).
+            Ok((200, b)) if r.stream => (!b.trim_end().ends_with("data: [DONE]")
+                || sse_chat_text(b) != r.content)
+                .then(|| format!("incomplete stream: {b}")),
+            Ok((200, b)) => serde_json::from_str::<Value>(b)
+                .ok()
+                .and_then(|v| {
+                    v["choices"][0]["message"]["content"]
+                        .as_str()
+                        .map(str::to_string)
+                })
+                .filter(|t| *t == r.content)
+                .is_none()
+                .then(|| format!("bad 200 body: {b}")),
             Ok((403, b)) if r.with_word && error_code(b).as_deref() == Some("custom.frob") => None,
             Ok((s, b)) => Some(format!("status {s} (with_word={}): {b}", r.with_word)),
         })
@@ -464,9 +499,11 @@ fn hot_reload_under_load_has_no_failed_requests() {
         "hot reload under load: {} requests, new rule observed {latency:?} after the write",
         recs.len()
     );
+    // The issue's budget. Measured ~105-125 ms (100 ms debounce) even with three copies of this
+    // test running at once on 2 cores, so 2 s is a wide margin.
     assert!(
-        latency < Duration::from_secs(5),
-        "new rule took {latency:?}"
+        latency < Duration::from_secs(2),
+        "new rule took {latency:?} (issue: within 2 s)"
     );
     // Atomic, monotonic switch: every prompt with the word sent after the first block is blocked.
     let after: Vec<&Rec> = recs
@@ -485,7 +522,7 @@ fn hot_reload_under_load_has_no_failed_requests() {
             r.outcome
         );
     }
-    assert!(reloads(&c, &j, "ok") >= 1.0);
+    assert!(wait_for(GENEROUS, || reloads(&c, &j, "ok") >= 1.0));
 }
 
 /// Broken edits (bad YAML, bad regex, duplicate id, unknown detector, unknown key), written one
@@ -594,7 +631,7 @@ fn broken_edits_keep_previous_rules_serving() {
         Some("custom.quux")
     );
     assert_eq!(blocked(&c, &j, &format!("do {w1} now")), None);
-    assert!(reloads(&c, &j, "ok") > ok_before);
+    assert!(wait_for(GENEROUS, || reloads(&c, &j, "ok") > ok_before));
 }
 
 /// A YAML syntax error inside a rule names that rule too (the issue: "file name, line and rule
@@ -726,6 +763,7 @@ fn configmap_symlink_swap_triggers_reload() {
 /// SIGHUP reloads, and so does POST /admin/rules/reload (operator only), which answers 422 with
 /// the located error on a broken pack while the old rules stay live. The pack is a symlink to a
 /// file outside every watched directory, so the file watcher cannot be what reloads it.
+#[cfg(unix)]
 #[test]
 fn sighup_and_admin_api_reload() {
     let outside = tempfile::tempdir().unwrap();
@@ -765,7 +803,7 @@ fn sighup_and_admin_api_reload() {
     );
     assert_eq!(blocked(&c, &j, &words[1]).as_deref(), Some("custom.b"));
     assert_eq!(blocked(&c, &j, &words[0]), None);
-    assert!(reloads(&c, &j, "ok") > ok_before);
+    assert!(wait_for(GENEROUS, || reloads(&c, &j, "ok") > ok_before));
     assert!(j.logs_text().contains("SIGHUP"));
 
     // Admin API: synchronous reload, operator role required.
@@ -893,7 +931,27 @@ fn assert_global_shadow(j: &Jimini) {
             );
         }
     }
-    let m = metrics(&c, j);
+    let m = settled_metrics(
+        &c,
+        j,
+        &[
+            (
+                "jimini_requests_total",
+                &[("decision", "shadow"), ("status", "200")],
+                2.0,
+            ),
+            (
+                "jimini_rule_matches_total",
+                &[("rule", "secrets.openai-key"), ("shadow", "true")],
+                2.0,
+            ),
+            (
+                "jimini_rule_matches_total",
+                &[("rule", "pii.email"), ("shadow", "true")],
+                2.0,
+            ),
+        ],
+    );
     assert!(
         metric_sum(
             &m,
@@ -928,6 +986,16 @@ fn assert_global_shadow(j: &Jimini) {
             "{rule}: {m}"
         );
     }
+    assert!(
+        wait_for(GENEROUS, || j
+            .logs_text()
+            .lines()
+            .any(|l| l.contains("request finished")
+                && l.contains("\"decision\":\"shadow\"")
+                && l.contains("\"shadow\":true"))),
+        "no request logged as shadow:\n{}",
+        j.logs_text()
+    );
     let (s, rules) = admin_get(&c, j, "/admin/rules", &j.token("viewer"));
     assert_eq!(s, 200);
     assert_eq!(rules["shadow"], true, "{rules}");
@@ -997,7 +1065,24 @@ fn per_pack_shadow_while_other_packs_enforce() {
     );
     assert_eq!(s, 200);
 
-    let m = metrics(&c, &j);
+    let m = settled_metrics(
+        &c,
+        &j,
+        &[
+            (
+                "jimini_rule_matches_total",
+                &[("rule", "secrets.openai-key"), ("shadow", "true")],
+                2.0,
+            ),
+            (
+                "jimini_rule_matches_total",
+                &[("rule", "pii.email"), ("shadow", "false")],
+                1.0,
+            ),
+            ("jimini_requests_total", &[("decision", "redact")], 1.0),
+            ("jimini_requests_total", &[("decision", "shadow")], 1.0),
+        ],
+    );
     assert!(
         metric_sum(
             &m,
@@ -1091,7 +1176,11 @@ fn admin_shadow_toggle_is_live() {
     assert_eq!(blocked(&c, &j, &secret()), None, "shadow lost on reload");
     let (_, rules) = admin_get(&c, &j, "/admin/rules", &viewer);
     assert_eq!(rules["shadow"], true);
-    let m = metrics(&c, &j);
+    let m = settled_metrics(
+        &c,
+        &j,
+        &[("jimini_requests_total", &[("decision", "shadow")], 2.0)],
+    );
     assert!(
         metric_sum(&m, "jimini_requests_total", &[("decision", "shadow")]) >= 2.0,
         "{m}"
@@ -1251,7 +1340,11 @@ fn policy_blocks_do_not_trip_the_upstream_breaker() {
         );
     }
     assert_eq!(blocked(&c, &j, "hello there"), None);
-    let m = metrics(&c, &j);
+    let m = settled_metrics(
+        &c,
+        &j,
+        &[("jimini_requests_total", &[("status", "200")], 1.0)],
+    );
     assert_eq!(
         metric_sum(&m, "jimini_upstream_errors_total", &[("upstream", "mock")]),
         0.0,
@@ -1337,7 +1430,15 @@ fn when_scoping_by_model_and_caller_exemption() {
         .as_deref(),
         Some("scoped.gpt4-no-email")
     );
-    let m = metrics(&c, &j);
+    let m = settled_metrics(
+        &c,
+        &j,
+        &[(
+            "jimini_rule_matches_total",
+            &[("rule", "scoped.trusted-keys"), ("action", "allow")],
+            1.0,
+        )],
+    );
     assert!(
         metric_sum(
             &m,
@@ -1435,7 +1536,15 @@ fn egress_default_message_names_the_model() {
         msg.contains(&format!("'{model}'")) && msg.contains("egress.allowed-models"),
         "{msg}"
     );
-    let m = metrics(&c, &j);
+    let m = settled_metrics(
+        &c,
+        &j,
+        &[(
+            "jimini_requests_total",
+            &[("decision", "block"), ("status", "403")],
+            1.0,
+        )],
+    );
     assert!(
         metric_sum(
             &m,

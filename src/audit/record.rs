@@ -18,7 +18,8 @@
 //! Member order per `kind`:
 //! - `request` / `admin`: `ts, kind, request_id, caller?, route, model?, upstream?, decision, shadow, rules,
 //!   findings, status, latency_ms, upstream_latency_ms?, usage? {prompt, completion, total}, detail?,
-//!   subject?, replayed?`
+//!   subject?, replayed?` (an event whose kind is one of the internal kinds below is stored as
+//!   `event_<kind>`)
 //! - `genesis`: `ts, kind, format, log_id, file` (seq 0, prev = 64 zeros; first record of a directory)
 //! - `file`: `ts, kind, log_id, file` (first record of every later file)
 //! - `seal`: `ts, kind, file, torn_bytes, torn_sha3` (start-up removed a torn tail of `file`)
@@ -235,13 +236,14 @@ pub(crate) fn encode_event(
 ) -> Pending {
     let mut body = Vec::with_capacity(320);
     let mut m = Members::new(&mut body);
-    let kind = if ev.kind.is_empty() {
-        "request"
-    } else {
-        clip(&ev.kind, MAX_SHORT)
+    // Kinds the writer itself uses carry meaning for verification; an event may never pose as one.
+    let kind: std::borrow::Cow<'_, str> = match ev.kind.as_str() {
+        "" => "request".into(),
+        k if INTERNAL_KINDS.contains(&k) => format!("event_{k}").into(),
+        k => clip(k, MAX_SHORT).into(),
     };
     m.ts(ts)
-        .str("kind", kind)
+        .str("kind", &kind)
         .str("request_id", clip(&ev.request_id, MAX_SHORT));
     if let Some(c) = &ev.caller {
         m.str("caller", &chain::caller_hash(caller_key, c));
@@ -309,6 +311,9 @@ pub(crate) fn encode_event(
         subject_value,
     }
 }
+
+/// Kinds of the records the writer makes itself.
+pub const INTERNAL_KINDS: &[&str] = &["genesis", "file", "seal", "anchor", "erasure", "resume"];
 
 /// Internal record kinds written by the writer itself.
 pub(crate) enum Internal<'a> {
@@ -853,6 +858,27 @@ mod tests {
         for b in &bad {
             assert!(split_line(b.as_bytes()).is_err(), "{b}");
         }
+    }
+
+    #[test]
+    fn events_cannot_pose_as_internal_records() {
+        for k in INTERNAL_KINDS {
+            let ev = AuditEvent {
+                kind: (*k).into(),
+                ..Default::default()
+            };
+            let p = encode_event(&ev, &ts(), &[0; 32], &[0; 16]);
+            let body = std::str::from_utf8(&p.body).unwrap();
+            assert!(body.contains(&format!("\"kind\":\"event_{k}\"")), "{body}");
+        }
+        let ev = AuditEvent {
+            kind: "admin".into(),
+            ..Default::default()
+        };
+        let p = encode_event(&ev, &ts(), &[0; 32], &[0; 16]);
+        assert!(std::str::from_utf8(&p.body)
+            .unwrap()
+            .contains("\"kind\":\"admin\""));
     }
 
     #[test]

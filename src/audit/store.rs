@@ -415,8 +415,6 @@ impl Default for StoreOptions {
 /// What start-up found.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Recovery {
-    pub created: bool,
-    pub resumed_seq: Option<u64>,
     pub sealed_bytes: Option<u64>,
 }
 
@@ -485,7 +483,7 @@ impl Store {
             }
         };
 
-        let mut recovery = Recovery::default();
+        let recovery = Recovery::default();
         let Some(last) = segments.last().cloned() else {
             let date = now.date_naive();
             let name = segment_name(date, 1);
@@ -505,13 +503,22 @@ impl Store {
                 GENESIS_PREV,
                 recovery,
             );
-            s.recovery.created = true;
             s.write_header(true).map_err(|e| AuditError::io(&path, e))?;
             s.sync().map_err(|e| AuditError::io(&path, e))?;
             info!(dir = %dir.display(), "audit: created log directory (genesis)");
             return Ok(s);
         };
 
+        // A meta.json from another directory would silently fork the log: refuse to start.
+        let header = first_record(&last.path).map_err(|e| AuditError::io(&last.path, e))?;
+        if let Some(theirs) = header.as_ref().and_then(|c| c.log_id.as_deref()) {
+            if theirs != meta.log_id {
+                return Err(AuditError::Corrupt(format!(
+                    "{} belongs to log {theirs} but {META} says {}; restore the right {META}",
+                    last.name, meta.log_id
+                )));
+            }
+        }
         let (date, no) = parse_segment_name(&last.name).unwrap_or((now.date_naive(), last.no));
         let tail = scan_tail(&last.path).map_err(|e| AuditError::io(&last.path, e))?;
         let torn: u64;
@@ -570,7 +577,6 @@ impl Store {
                 .map_err(|e| AuditError::io(&last.path, e))?;
         }
         let len = valid_end + u64::from(tail.needs_newline);
-        recovery.resumed_seq = Some(next_seq);
         let mut s = Store::assemble(
             dir,
             lock,

@@ -260,6 +260,9 @@ fn pipeline(
     let job_rx = Mutex::new(job_rx);
     let (res_tx, res_rx) = mpsc::channel::<(u64, Chunk, Vec<bool>)>();
     std::thread::scope(|s| {
+        // Owned by the closure so that every way out of it (including `?`-style early returns)
+        // drops the sender, which ends the workers before the scope joins them.
+        let job_tx = job_tx;
         for _ in 0..workers {
             let res_tx = res_tx.clone();
             let job_rx = &job_rx;

@@ -367,7 +367,7 @@ impl AuditHandle {
 
     /// Flush, then export a data subject's records.
     pub fn export_subject(&self, subject: &str) -> Result<Vec<serde_json::Value>, AuditError> {
-        self.flush(LONG);
+        self.flush(Duration::from_secs(5));
         subject::export_subject(&self.inner.dir, subject)
     }
 
@@ -381,10 +381,11 @@ impl AuditHandle {
         self.call(|r| Msg::Retain(cutoff, Some(r)), LONG)?
     }
 
-    /// Verify the directory; a partial last line being written right now is not a break.
+    /// Flush, then verify the directory on the calling thread only (a live proxy should not spend
+    /// every core on it). A line the writer is in the middle of is not a break.
     pub fn verify(&self) -> Result<super::VerifyReport, AuditError> {
         self.flush(Duration::from_secs(5));
-        super::verify_dir(&self.inner.dir)
+        super::verify_with(&self.inner.dir, 1)
     }
 
     /// Send a control message (may wait for channel room, up to `timeout`) and wait for the reply.
@@ -468,7 +469,14 @@ impl DeadLetter {
                     .inspect_err(|_| {
                         let _ = f.set_len(len);
                     })?;
-                sink.sync(Target::DeadLetter, &f)
+                sink.sync(Target::DeadLetter, &f)?;
+                if len == 0 {
+                    // New file: make its directory entry durable too.
+                    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                        store::sync_dir(parent)?;
+                    }
+                }
+                Ok(())
             })();
             match r {
                 Ok(()) => return Ok(path.clone()),
@@ -792,7 +800,7 @@ impl Worker {
         }
     }
 
-    /// Try to write everything held. Returns true when nothing is held any more.
+    /// Try to write everything held; on success the log is healthy again.
     fn retry_now(&mut self) {
         // First document the failure episode in the chain, so an auditor sees where records went
         // to the dead letter (or were lost). This record also serves as the probe when nothing is held.
@@ -937,7 +945,6 @@ impl Worker {
                 held += 1;
             }
         }
-        self.sync();
         let mut rep =
             subject::erase_in_store(&mut self.store, id, self.dead_letter.fallback.as_deref())?;
         rep.records += held;
@@ -963,11 +970,11 @@ impl Worker {
         Ok(rep)
     }
 
-    /// Final flush: retry held records once, spill what is left, fsync. True if nothing was lost.
     fn is_failing(&self) -> bool {
         self.shared.failing.load(Ordering::Relaxed)
     }
 
+    /// Final flush: retry held records once, spill what is left, fsync. True if nothing was lost.
     fn finish(&mut self) -> bool {
         if self.is_failing() {
             self.retry_now();

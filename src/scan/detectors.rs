@@ -17,25 +17,6 @@ pub(crate) struct Builtin {
     pub rank: u8,
     /// Bytes a validator may add beyond the regex match (PEM body).
     pub extra_len: usize,
-    /// What every match contains near its start (for skipping text that cannot match).
-    pub trigger: Trigger,
-}
-
-/// A byte class or literal that every match of a detector contains, at most `reach`
-/// bytes after the match start. The matcher only runs its automaton around triggers.
-#[derive(Clone, Copy, Debug)]
-pub(crate) enum Trigger {
-    /// An ASCII digit.
-    Digit { reach: usize },
-    /// A ':'.
-    Colon { reach: usize },
-    /// An '@'.
-    At { reach: usize },
-    /// One of these literals (matched ASCII-case-insensitively).
-    Literals {
-        lits: &'static [&'static str],
-        reach: usize,
-    },
 }
 
 /// Longest PEM block body we look for after a `BEGIN … PRIVATE KEY` header.
@@ -76,7 +57,6 @@ static BUILTINS: &[Builtin] = &[
         validate: email,
         rank: 13,
         extra_len: 0,
-        trigger: Trigger::At { reach: 64 },
     },
     Builtin {
         name: "phone",
@@ -95,7 +75,6 @@ static BUILTINS: &[Builtin] = &[
         validate: phone,
         rank: 18,
         extra_len: 0,
-        trigger: Trigger::Digit { reach: 1 },
     },
     Builtin {
         name: "credit_card",
@@ -103,7 +82,6 @@ static BUILTINS: &[Builtin] = &[
         validate: credit_card,
         rank: 14,
         extra_len: 0,
-        trigger: Trigger::Digit { reach: 0 },
     },
     Builtin {
         name: "us_ssn",
@@ -111,7 +89,6 @@ static BUILTINS: &[Builtin] = &[
         validate: us_ssn,
         rank: 15,
         extra_len: 0,
-        trigger: Trigger::Digit { reach: 0 },
     },
     Builtin {
         name: "iban",
@@ -119,7 +96,6 @@ static BUILTINS: &[Builtin] = &[
         validate: iban,
         rank: 12,
         extra_len: 0,
-        trigger: Trigger::Digit { reach: 2 },
     },
     Builtin {
         name: "ipv4",
@@ -127,7 +103,6 @@ static BUILTINS: &[Builtin] = &[
         validate: ipv4,
         rank: 16,
         extra_len: 0,
-        trigger: Trigger::Digit { reach: 0 },
     },
     Builtin {
         name: "ipv6",
@@ -135,7 +110,6 @@ static BUILTINS: &[Builtin] = &[
         validate: ipv6,
         rank: 17,
         extra_len: 0,
-        trigger: Trigger::Colon { reach: 4 },
     },
     Builtin {
         name: "us_bank_routing",
@@ -143,7 +117,6 @@ static BUILTINS: &[Builtin] = &[
         validate: us_bank_routing,
         rank: 19,
         extra_len: 0,
-        trigger: Trigger::Digit { reach: 0 },
     },
     Builtin {
         name: "crypto_wallet",
@@ -151,7 +124,6 @@ static BUILTINS: &[Builtin] = &[
         validate: crypto_wallet,
         rank: 11,
         extra_len: 0,
-        trigger: Trigger::Digit { reach: 2 },
     },
     Builtin {
         name: "api_key.openai",
@@ -159,10 +131,6 @@ static BUILTINS: &[Builtin] = &[
         validate: openai_key,
         rank: 4,
         extra_len: 0,
-        trigger: Trigger::Literals {
-            lits: &["sk-"],
-            reach: 0,
-        },
     },
     Builtin {
         name: "api_key.anthropic",
@@ -170,10 +138,6 @@ static BUILTINS: &[Builtin] = &[
         validate: anthropic_key,
         rank: 3,
         extra_len: 0,
-        trigger: Trigger::Literals {
-            lits: &["sk-ant-"],
-            reach: 0,
-        },
     },
     Builtin {
         name: "api_key.aws_access_key",
@@ -181,10 +145,6 @@ static BUILTINS: &[Builtin] = &[
         validate: aws_access_key,
         rank: 9,
         extra_len: 0,
-        trigger: Trigger::Literals {
-            lits: &["AKIA", "ASIA", "ABIA", "ACCA"],
-            reach: 0,
-        },
     },
     Builtin {
         name: "api_key.aws_secret_key",
@@ -198,10 +158,6 @@ static BUILTINS: &[Builtin] = &[
         validate: aws_secret_key,
         rank: 10,
         extra_len: 0,
-        trigger: Trigger::Literals {
-            lits: &["aws", "secret"],
-            reach: 4,
-        },
     },
     Builtin {
         name: "api_key.github",
@@ -209,10 +165,6 @@ static BUILTINS: &[Builtin] = &[
         validate: github_token,
         rank: 6,
         extra_len: 0,
-        trigger: Trigger::Literals {
-            lits: &["ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"],
-            reach: 0,
-        },
     },
     Builtin {
         name: "api_key.slack",
@@ -220,10 +172,6 @@ static BUILTINS: &[Builtin] = &[
         validate: slack_token,
         rank: 7,
         extra_len: 0,
-        trigger: Trigger::Literals {
-            lits: &["xox", "xapp-"],
-            reach: 0,
-        },
     },
     Builtin {
         name: "api_key.google",
@@ -231,10 +179,6 @@ static BUILTINS: &[Builtin] = &[
         validate: google_key,
         rank: 8,
         extra_len: 0,
-        trigger: Trigger::Literals {
-            lits: &["AIza"],
-            reach: 0,
-        },
     },
     Builtin {
         name: "api_key.stripe",
@@ -242,21 +186,13 @@ static BUILTINS: &[Builtin] = &[
         validate: stripe_key,
         rank: 5,
         extra_len: 0,
-        trigger: Trigger::Literals {
-            lits: &["sk_", "rk_"],
-            reach: 0,
-        },
     },
     Builtin {
         name: "private_key",
         pattern: r"(?-u)-----BEGIN (?:[A-Z0-9]{1,16} ){0,3}PRIVATE KEY(?: BLOCK)?-----",
         validate: private_key,
         rank: 0,
-        extra_len: PEM_MAX_BODY + 64,
-        trigger: Trigger::Literals {
-            lits: &["-----BEGIN "],
-            reach: 0,
-        },
+        extra_len: PEM_MAX_BODY + 128,
     },
     Builtin {
         name: "jwt",
@@ -264,10 +200,6 @@ static BUILTINS: &[Builtin] = &[
         validate: jwt,
         rank: 1,
         extra_len: 0,
-        trigger: Trigger::Literals {
-            lits: &["eyJ"],
-            reach: 0,
-        },
     },
     Builtin {
         name: "url_credentials",
@@ -279,10 +211,6 @@ static BUILTINS: &[Builtin] = &[
         validate: url_credentials,
         rank: 2,
         extra_len: 0,
-        trigger: Trigger::Literals {
-            lits: &["://"],
-            reach: 32,
-        },
     },
 ];
 

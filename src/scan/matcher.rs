@@ -22,6 +22,13 @@
 //! - `find_from(h, from)` starts the raw scan up to [`RESYNC_WINDOW`] bytes before `from`
 //!   (inside the context) and reports only findings starting at or after `from`; that way a
 //!   candidate straddling `from` is skipped exactly as a scan from the beginning would.
+//! - Speed: the lazy DFA over the whole text is the hot loop (≈ 0.5 GB/s per core on the
+//!   shared dev box, ~80% of the speed of a single tiny digit regex there). A trigger-byte /
+//!   literal prefilter that ran the DFA only around digits, '@', ':' and key prefixes was
+//!   prototyped and dropped: Aho-Corasick over the short case-insensitive key prefixes cost
+//!   as much as the DFA pass it was meant to avoid.
+//! - Specs with identical kinds: only the first can win at a position (the rules layer
+//!   should map one detector pattern to many rules).
 
 use regex_automata::util::syntax;
 use regex_automata::{meta, Anchored, Input, MatchKind, PatternID, PatternSet};
@@ -35,7 +42,8 @@ pub const DEFAULT_MAX_MATCH_CAP: usize = 16 * 1024;
 
 /// How far before `from` a `find_from` scan starts to re-synchronise with candidates that
 /// straddle `from` (bounded so a large hold-back does not make every stream push rescan
-/// kilobytes of context). [`super::StreamScanner`] keeps at least this much context.
+/// kilobytes of context). [`super::StreamScanner`] keeps `min(hold-back, this)` bytes (at
+/// least 64) of released text as context.
 pub const RESYNC_WINDOW: usize = 512;
 
 /// Longest whitespace run accepted between the words of a multi-word keyword.
@@ -58,8 +66,6 @@ pub struct Matcher {
     /// Per spec: real upper bound, None if unbounded.
     bounds: Vec<Option<usize>>,
     max_len: usize,
-    /// Trigger-driven skipping; None when some custom spec has no usable trigger.
-    windowing: Option<Windowing>,
 }
 
 /// Per-spec compile inputs (the HIR itself is kept beside it: its type is not nameable
@@ -70,15 +76,6 @@ struct SpecSource {
     source: String,
     validator: Option<SpanValidator>,
     extra_len: usize,
-    trigger: Option<SpecTrigger>,
-}
-
-enum SpecTrigger {
-    Builtin(detectors::Trigger),
-    /// First words of keywords (ASCII only), reach 0.
-    Words(Vec<String>),
-    /// Custom regex: prefix prefilter built from its HIR.
-    Prefix,
 }
 
 impl Matcher {
@@ -151,27 +148,7 @@ impl Matcher {
         } else {
             None
         };
-        // What the trigger scan needs from each pattern: its trigger, the longest regex
-        // match, and for custom regexes a literal-prefix prefilter.
-        let trigger_info: Vec<TriggerInfo<'_>> = compiled
-            .iter()
-            .map(|(c, hir)| TriggerInfo {
-                trigger: c.trigger.as_ref(),
-                ext: hir.properties().maximum_len(),
-                prefix: match c.trigger {
-                    Some(SpecTrigger::Prefix) => {
-                        regex_automata::util::prefilter::Prefilter::from_hir_prefix(
-                            MatchKind::LeftmostFirst,
-                            hir,
-                        )
-                    }
-                    _ => None,
-                },
-            })
-            .collect();
-        let windowing = Windowing::build(trigger_info);
         Ok(Matcher {
-            windowing,
             re,
             all,
             spec_of: compiled.iter().map(|(c, _)| c.spec).collect(),
@@ -206,26 +183,12 @@ impl Matcher {
             from.saturating_sub(self.max_len.min(RESYNC_WINDOW)),
         );
         let mut out = Vec::new();
-        match &self.windowing {
-            Some(w) if len - scan_from >= WINDOWING_MIN => {
-                let mut pos = scan_from;
-                for (ws, we) in w.windows(hay, scan_from) {
-                    let ws = floor_char_boundary(haystack, ws.max(pos));
-                    let we = ceil_char_boundary(haystack, we.min(len));
-                    if ws < we {
-                        pos = self.scan_range(hay, ws, we, from, &mut out);
-                    }
-                }
-            }
-            _ => {
-                self.scan_range(hay, scan_from, len, from, &mut out);
-            }
-        }
+        self.scan_range(hay, scan_from, len, from, &mut out);
         out
     }
 
-    /// The leftmost-first candidate loop over `hay[start..end]` (matches must end by `end`;
-    /// validators and look-around see the whole haystack). Returns where it stopped.
+    /// The leftmost-first candidate loop over `hay[start..end]` (validators and look-around
+    /// see the whole haystack); findings starting before `from` are context only.
     fn scan_range(
         &self,
         hay: &[u8],
@@ -233,12 +196,12 @@ impl Matcher {
         end: usize,
         from: usize,
         out: &mut Vec<Finding>,
-    ) -> usize {
+    ) {
         let mut pos = start;
         while pos < end {
             let input = Input::new(hay).span(pos..end);
             let Some(m) = self.re.search(&input) else {
-                return end;
+                return;
             };
             let (s, e) = (m.start(), m.end());
             match self.accept(hay, m.pattern(), s, e) {
@@ -255,7 +218,6 @@ impl Matcher {
                 None => pos = skip_token(hay, s),
             }
         }
-        pos
     }
 
     /// Validates the leftmost candidate; on rejection tries the other patterns that match
@@ -320,12 +282,10 @@ impl Matcher {
 }
 
 fn spec_source(index: usize, spec: &PatternSpec) -> Result<SpecSource, ScanError> {
-    let mut trigger = Some(SpecTrigger::Prefix);
     let (source, validator, extra_len, rank) = match &spec.kind {
         PatternKind::Builtin(name) => {
             let b =
                 detectors::find(name).ok_or_else(|| ScanError::UnknownDetector(name.clone()))?;
-            trigger = Some(SpecTrigger::Builtin(b.trigger));
             (
                 detectors::pattern_of(b),
                 Some(b.validate),
@@ -337,17 +297,6 @@ fn spec_source(index: usize, spec: &PatternSpec) -> Result<SpecSource, ScanError
         PatternKind::Keywords(words) => {
             let src = keywords_pattern(words)
                 .ok_or_else(|| ScanError::EmptyKeywords(spec.label.clone()))?;
-            let firsts: Vec<String> = words
-                .iter()
-                .filter_map(|w| w.split_whitespace().next())
-                .map(str::to_string)
-                .collect();
-            // AC triggers are ASCII-case-insensitive only; Unicode case folding of a
-            // non-ASCII keyword could match bytes the literal does not.
-            trigger = firsts
-                .iter()
-                .all(|w| w.is_ascii())
-                .then_some(SpecTrigger::Words(firsts));
             (src, None, 0, (1, index))
         }
     };
@@ -357,7 +306,6 @@ fn spec_source(index: usize, spec: &PatternSpec) -> Result<SpecSource, ScanError
         source,
         validator,
         extra_len,
-        trigger,
     })
 }
 
@@ -377,8 +325,8 @@ pub(crate) fn keywords_pattern(words: &[String]) -> Option<String> {
         if word_char(w.chars().next()) {
             alt.push_str(r"(?-u:\b)");
         }
-        // ASCII keywords fold ASCII case only (no KELVIN SIGN for 'k'), which also keeps
-        // them findable by the ASCII-case-insensitive trigger scan.
+        // ASCII keywords fold ASCII case only (no KELVIN SIGN matching 'k'): cheaper
+        // automaton, and what users of an ASCII keyword list expect.
         alt.push_str(if w.is_ascii() { "(?i-u:" } else { "(?i:" });
         for (i, part) in w.split_whitespace().enumerate() {
             if i > 0 {
@@ -438,171 +386,6 @@ pub(crate) fn ascii_word_boundaries(pattern: &str) -> String {
     } else {
         pattern.to_string()
     }
-}
-
-/// Below this many bytes the trigger scan is not worth it: run the automaton directly.
-const WINDOWING_MIN: usize = 512;
-
-/// Trigger-driven skipping (a byte-class and literal prefilter in front of the one regex).
-///
-/// Every built-in match contains a trigger near its start: a digit (cards, phones, SSNs,
-/// IBANs, IPv4, routing numbers, wallets), a ':' (IPv6), an '@' (email) or a literal
-/// (`sk-`, `AKIA`, `eyJ`, `://`, `-----BEGIN `, ...). Keyword lists contribute their first
-/// words, custom regexes their literal prefixes. Around each trigger `t` the window
-/// `[t - reach, t + longest match]` is the only place a match can be; overlapping windows
-/// are merged and the one regex runs only inside them, so prose without triggers is
-/// skipped at memchr-like speed. Windows always hold whole matches, so results are
-/// identical to a full scan (tested). A custom regex without a literal prefix (or
-/// unbounded) disables windowing: the full DFA scan is used.
-struct TriggerInfo<'a> {
-    trigger: Option<&'a SpecTrigger>,
-    ext: Option<usize>,
-    prefix: Option<regex_automata::util::prefilter::Prefilter>,
-}
-
-#[derive(Debug)]
-struct Windowing {
-    /// Per byte: 0 = none, 1 = digit, 2 = ':', 3 = '@'.
-    classes: [u8; 256],
-    /// (reach, extent) per class 1..=3 (index 0 unused); extent 0 = class unused.
-    class_win: [(usize, usize); 4],
-    literals: Option<(aho_corasick::AhoCorasick, usize, Vec<usize>)>,
-    prefixes: Vec<(regex_automata::util::prefilter::Prefilter, usize)>,
-}
-
-impl Windowing {
-    fn build(infos: Vec<TriggerInfo<'_>>) -> Option<Windowing> {
-        use detectors::Trigger;
-        let mut class_win = [(0usize, 0usize); 4];
-        let mut lits: Vec<String> = Vec::new();
-        let mut lit_ext: Vec<usize> = Vec::new();
-        let mut lit_reach = 0;
-        let mut prefixes = Vec::new();
-        for info in infos {
-            // Extent: the regex match itself (validator extensions read the full haystack).
-            let ext = info.ext?;
-            let mut class = |k: usize, reach: usize| {
-                class_win[k].0 = class_win[k].0.max(reach);
-                class_win[k].1 = class_win[k].1.max(ext + reach);
-            };
-            match info.trigger? {
-                SpecTrigger::Builtin(Trigger::Digit { reach }) => class(1, *reach),
-                SpecTrigger::Builtin(Trigger::Colon { reach }) => class(2, *reach),
-                SpecTrigger::Builtin(Trigger::At { reach }) => class(3, *reach),
-                SpecTrigger::Builtin(Trigger::Literals { lits: l, reach }) => {
-                    lit_reach = lit_reach.max(*reach);
-                    for lit in *l {
-                        lits.push((*lit).to_string());
-                        lit_ext.push(ext + reach);
-                    }
-                }
-                SpecTrigger::Words(words) => {
-                    for w in words {
-                        lits.push(w.clone());
-                        lit_ext.push(ext);
-                    }
-                }
-                SpecTrigger::Prefix => prefixes.push((info.prefix?, ext)),
-            }
-        }
-        let literals = if lits.is_empty() {
-            None
-        } else {
-            let ac = aho_corasick::AhoCorasick::builder()
-                .ascii_case_insensitive(true)
-                .match_kind(aho_corasick::MatchKind::Standard)
-                .build(&lits)
-                .ok()?;
-            Some((ac, lit_reach, lit_ext))
-        };
-        let mut classes = [0u8; 256];
-        for b in b'0'..=b'9' {
-            classes[b as usize] = 1;
-        }
-        classes[b':' as usize] = 2;
-        classes[b'@' as usize] = 3;
-        for (k, win) in class_win.iter().enumerate().skip(1) {
-            if win.1 == 0 {
-                classes
-                    .iter_mut()
-                    .filter(|c| usize::from(**c) == k)
-                    .for_each(|c| *c = 0);
-            }
-        }
-        Some(Windowing {
-            classes,
-            class_win,
-            literals,
-            prefixes,
-        })
-    }
-
-    /// Merged windows (sorted, disjoint) covering every possible match start >= `from`.
-    fn windows(&self, hay: &[u8], from: usize) -> Vec<(usize, usize)> {
-        let len = hay.len();
-        let mut wins: Vec<(usize, usize)> = Vec::new();
-        // Byte classes: one window per run of same-class bytes ("2024" -> one window).
-        let mut i = from;
-        while i < len {
-            let c = self.classes[hay[i] as usize];
-            if c == 0 {
-                i += 1;
-                continue;
-            }
-            let run = i;
-            while i < len && self.classes[hay[i] as usize] == c {
-                i += 1;
-            }
-            let (reach, ext) = self.class_win[usize::from(c)];
-            wins.push((
-                run.saturating_sub(reach).max(from),
-                (i - 1).saturating_add(ext + 1),
-            ));
-        }
-        if let Some((ac, reach, exts)) = &self.literals {
-            let input = aho_corasick::Input::new(hay).span(from..len);
-            for m in ac.find_iter(input) {
-                let ext = exts[m.pattern().as_usize()];
-                wins.push((
-                    m.start().saturating_sub(*reach).max(from),
-                    m.start().saturating_add(ext + 1),
-                ));
-            }
-        }
-        for (pre, ext) in &self.prefixes {
-            let mut at = from;
-            while at < len {
-                let Some(sp) = pre.find(
-                    hay,
-                    regex_automata::Span {
-                        start: at,
-                        end: len,
-                    },
-                ) else {
-                    break;
-                };
-                wins.push((sp.start, sp.start.saturating_add(ext + 1)));
-                at = sp.start + 1;
-            }
-        }
-        // Stable sort merges the already-sorted runs of each source cheaply.
-        wins.sort_by_key(|w| w.0);
-        let mut merged: Vec<(usize, usize)> = Vec::with_capacity(wins.len() / 2 + 1);
-        for (s, e) in wins {
-            match merged.last_mut() {
-                Some(last) if s <= last.1 => last.1 = last.1.max(e),
-                _ => merged.push((s, e)),
-            }
-        }
-        merged
-    }
-}
-
-fn ceil_char_boundary(s: &str, mut i: usize) -> usize {
-    while i < s.len() && !s.is_char_boundary(i) {
-        i += 1;
-    }
-    i.min(s.len())
 }
 
 fn is_boundary(hay: &[u8], i: usize) -> bool {
@@ -679,20 +462,4 @@ mod tests {
         assert_eq!(skip_token(h, 2), 6);
         assert_eq!(skip_token(h, 6), 7);
     }
-}
-
-#[doc(hidden)]
-pub fn debug_window_stats(m: &Matcher, text: &str) -> (usize, usize, f64) {
-    let w = m.windowing.as_ref().expect("windowing");
-    let t = std::time::Instant::now();
-    let mut wins = Vec::new();
-    for _ in 0..10 {
-        wins = w.windows(text.as_bytes(), 0);
-    }
-    let dt = t.elapsed().as_secs_f64() / 10.0;
-    (
-        wins.len(),
-        wins.iter().map(|(a, b)| b.min(&text.len()) - a).sum(),
-        dt,
-    )
 }

@@ -14,7 +14,7 @@ mod detector_tests;
 #[cfg(test)]
 mod proptests;
 
-pub use matcher::{debug_window_stats, Matcher, DEFAULT_MAX_MATCH_CAP, RESYNC_WINDOW};
+pub use matcher::{Matcher, DEFAULT_MAX_MATCH_CAP, RESYNC_WINDOW};
 pub use rewrite::{mask_label, rewrite_all, scan_report, BuiltinRewriter, Replacement, Rewriter};
 pub use stream::StreamScanner;
 
