@@ -605,7 +605,6 @@ fn metrics_global_shadow_mode_records_would_be_actions() {
 }
 
 #[test]
-#[ignore = "bug: src/proxy/finish.rs reports every finding with direction \"any\", which the metrics allow-list turns into direction=\"other\""]
 fn findings_direction_label_names_the_direction() {
     let j = Jimini::start(Options::default());
     let n = rand::rng().random_range(1..=4usize);
@@ -1748,7 +1747,6 @@ fn health_and_readiness_endpoints() {
 }
 
 #[test]
-#[ignore = "bug: src/proxy/respond.rs write_client_error omits x-request-id on responses Jimini writes itself (403 block, 401, 413, 429, 5xx)"]
 fn jimini_written_errors_carry_x_request_id() {
     let j = Jimini::start(Options::default());
     // a policy block is answered by Jimini itself, not the upstream

@@ -563,7 +563,7 @@ fn broken_edits_keep_previous_rules_serving() {
         (
             "bad yaml",
             broken(&format!("yaml-{sfx}"), "\tkeywords: [x]"),
-            format!("{file}:10: found a tab character"),
+            format!("{file}:10: rule custom.yaml-{sfx}: found a tab character"),
         ),
         (
             "bad regex",
@@ -637,7 +637,6 @@ fn broken_edits_keep_previous_rules_serving() {
 /// A YAML syntax error inside a rule names that rule too (the issue: "file name, line and rule
 /// id"). Today only file:line is given for syntax errors.
 #[test]
-#[ignore = "bug: YAML syntax errors inside a rule do not name the rule id (src/rules/pack.rs parse_pack)"]
 fn broken_yaml_error_names_the_rule() {
     let w1 = word("frobnicate");
     let j = start(Options {
@@ -1326,7 +1325,6 @@ fn pseudonymize_restores_only_assigned_placeholders() {
 /// Policy blocks are Jimini's own answer, not an upstream failure: a run of blocked prompts must
 /// not open the upstream's circuit breaker (default breaker settings: 5 consecutive failures).
 #[test]
-#[ignore = "bug: policy blocks are recorded as upstream connect failures and open the circuit breaker (src/proxy/peer.rs on_proxy_error)"]
 fn policy_blocks_do_not_trip_the_upstream_breaker() {
     let j = Jimini::start(Options {
         audit: false,
@@ -1505,7 +1503,6 @@ fn restrictive_egress_pack_blocks_unlisted_models() {
 /// The issue asks for "a clear message naming the model"; the shipped restrictive form's custom
 /// message replaces the default one and never names the requested model.
 #[test]
-#[ignore = "bug: a models rule with `message:` (the shipped restrictive egress form) does not name the requested model"]
 fn restrictive_egress_message_names_the_model() {
     let j = start(Options {
         rules: Some(shipped_with("egress.yaml", restrictive_egress())),

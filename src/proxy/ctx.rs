@@ -57,6 +57,8 @@ pub struct RequestCtx {
     /// Set when Jimini decided to retry; the delay is slept in `upstream_peer`.
     pub retry_delay: Option<Duration>,
     pub retry_pending: bool,
+    /// `timeouts.total_ms` of the chosen upstream, from the first attempt.
+    pub total_deadline: Option<Instant>,
     /// Model read from a pre-read body (model-based routing / Azure deployments).
     pub dispatch_model: Option<String>,
     /// Request body inspection.
@@ -114,6 +116,7 @@ impl RequestCtx {
             permit: None,
             retry_delay: None,
             retry_pending: false,
+            total_deadline: None,
             dispatch_model: None,
             inspect_request: false,
             request_gzip: false,

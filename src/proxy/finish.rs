@@ -28,6 +28,7 @@ pub async fn record(app: &App, session: &mut Session, e: Option<&Error>, ctx: &m
             shadow: false,
             rules: Vec::new(),
             findings: Default::default(),
+            findings_by_direction: Default::default(),
             blocked_by: None,
         });
     let decision_label = if ctx
@@ -71,8 +72,8 @@ pub async fn record(app: &App, session: &mut Session, e: Option<&Error>, ctx: &m
         app.metrics
             .rule_match(&hit.pack, &hit.rule, action_label(hit.action), hit.shadow);
     }
-    for (detector, n) in &decision.findings {
-        app.metrics.finding(detector, "any", *n);
+    for ((detector, direction), n) in &decision.findings_by_direction {
+        app.metrics.finding(detector, direction.as_str(), *n);
     }
 
     if let Some(mut trace) = ctx.trace.take() {

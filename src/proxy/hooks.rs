@@ -31,7 +31,7 @@ impl ProxyHttp for JiminiProxy {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         if let Some(err) = admission::admit(&self.app, session, ctx).await {
-            respond::write_client_error(session, &err).await;
+            respond::write_client_error(session, &err, &ctx.request_id).await;
             ctx.client_error = Some(err);
             return Ok(true);
         }
@@ -122,6 +122,18 @@ impl ProxyHttp for JiminiProxy {
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
         respond::on_fail(&self.app, session, e, ctx).await
+    }
+
+    /// Pingora's own error logs use this; the default includes the query string, which can carry
+    /// credentials (`?key=…`), so only the method, path and request id are logged.
+    fn request_summary(&self, session: &Session, ctx: &RequestCtx) -> String {
+        let req = session.req_header();
+        format!(
+            "{} {} request_id={}",
+            req.method,
+            req.uri.path(),
+            ctx.request_id
+        )
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {

@@ -204,6 +204,9 @@ pub async fn select(
         None => HttpPeer::new(up.target.authority(), up.target.tls, sni),
     };
     let t = up.timeouts();
+    if ctx.total_deadline.is_none() {
+        ctx.total_deadline = Some(ctx.started + t.total());
+    }
     peer.options.connection_timeout = Some(t.connect());
     peer.options.total_connection_timeout = Some(t.connect() * 2);
     // One read timeout covers waiting for the first byte and the gaps between stream chunks.
@@ -398,6 +401,12 @@ pub fn on_proxy_error(
     if ctx.retry_pending {
         ctx.retry_pending = false;
         e.set_retry(true);
+        return e;
+    }
+    if ctx.client_error.is_some() {
+        // Jimini rejected the request itself (policy block, body limit, egress): not an
+        // upstream failure; `record_outcome` returns the permit without a verdict.
+        e.set_retry(false);
         return e;
     }
     if let Some((idx, permit)) = ctx.permit.take() {

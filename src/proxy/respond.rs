@@ -35,8 +35,8 @@ impl ClientError {
 
 /// Write a complete error response. Used from `request_filter` (before the request body was
 /// read), so the connection is not reused: the unread body would corrupt the next request.
-pub async fn write_client_error(session: &mut Session, err: &ClientError) {
-    let mut header = match ResponseHeader::build(err.status, Some(4 + err.headers.len())) {
+pub async fn write_client_error(session: &mut Session, err: &ClientError, request_id: &str) {
+    let mut header = match ResponseHeader::build(err.status, Some(5 + err.headers.len())) {
         Ok(h) => h,
         Err(e) => {
             tracing::error!(error = %e, "cannot build error response header");
@@ -45,6 +45,9 @@ pub async fn write_client_error(session: &mut Session, err: &ClientError) {
     };
     let _ = header.insert_header("content-type", "application/json");
     let _ = header.insert_header("content-length", err.body.len().to_string());
+    if !request_id.is_empty() {
+        let _ = header.insert_header("x-request-id", request_id);
+    }
     for (name, value) in &err.headers {
         let _ = header.insert_header(*name, value.as_str());
     }
@@ -83,7 +86,7 @@ pub async fn on_fail(
     }
     let err = ctx.client_error.clone().unwrap_or_else(|| classify(e, ctx));
     let code = err.status;
-    write_client_error(session, &err).await;
+    write_client_error(session, &err, &ctx.request_id).await;
     ctx.client_error = Some(err);
     FailToProxy {
         error_code: code,

@@ -106,6 +106,9 @@ pub fn on_chunk(
     eos: bool,
     ctx: &mut RequestCtx,
 ) -> Result<()> {
+    if !eos && ctx.total_deadline.is_some_and(|d| Instant::now() > d) {
+        return total_timeout(body, ctx);
+    }
     if matches!(ctx.response_mode, ResponseMode::Passthrough) {
         if ctx.first_token_at.is_none() && body.as_ref().is_some_and(|b| !b.is_empty()) {
             ctx.first_token_at = Some(Instant::now());
@@ -129,6 +132,33 @@ pub fn on_chunk(
         ctx.response_done = true;
     }
     Ok(())
+}
+
+/// `timeouts.total_ms` elapsed mid-response: a stream ends with an error event (and the
+/// connection is cut on the next chunk); anything else is cut.
+fn total_timeout(body: &mut Option<Bytes>, ctx: &mut RequestCtx) -> Result<()> {
+    if let ResponseMode::Sse(rw) = &mut ctx.response_mode {
+        if !rw.stopped() && !ctx.stream_stopped {
+            let mut out = Vec::new();
+            if let Some(ev) = ctx.evaluator.as_mut() {
+                let mut filter = StreamAdapter { ev };
+                out.extend_from_slice(&rw.finish(&mut filter));
+            }
+            out.extend_from_slice(&errors::sse_event_for(
+                ctx.endpoint,
+                "The response exceeded the configured total time limit.",
+                errors::UPSTREAM,
+                Some(errors::CODE_UPSTREAM_TIMEOUT),
+            ));
+            ctx.stream_stopped = true;
+            *body = Some(Bytes::from(out));
+            return Ok(());
+        }
+    }
+    Err(pingora::Error::explain(
+        pingora::ErrorType::ReadTimedout,
+        "total response time limit exceeded",
+    ))
 }
 
 /// Shadow: evaluate a copy, emit the original bytes.

@@ -49,6 +49,9 @@ pub struct Decision {
     pub rules: Vec<RuleHit>,
     /// Findings per detector/label that at least one rule applied to.
     pub findings: BTreeMap<String, u64>,
+    /// The same findings split by direction (metrics label); not part of the audit record.
+    #[serde(skip)]
+    pub findings_by_direction: BTreeMap<(String, Direction), u64>,
     pub blocked_by: Option<String>,
 }
 
@@ -337,13 +340,16 @@ impl Evaluator {
                 if a == Action::Block && self.st.model_block.is_none() {
                     self.st.model_block = Some(BlockInfo {
                         rule: r.def.full_id.clone(),
-                        message: r.def.message.clone().unwrap_or_else(|| {
-                            format!(
+                        message: match &r.def.message {
+                            Some(m) => {
+                                format!("{m} (requested model: '{}')", sanitize_model(model))
+                            }
+                            None => format!(
                                 "model '{}' is not allowed by policy rule {}",
                                 sanitize_model(model),
                                 r.def.full_id
-                            )
-                        }),
+                            ),
+                        },
                     });
                 }
             }
@@ -465,6 +471,7 @@ impl Evaluator {
         let mut would_be = self.st.model_would.unwrap_or(Action::Allow).max(verdict);
         let mut hits: BTreeMap<(usize, Direction, bool), u64> = BTreeMap::new();
         let mut findings: BTreeMap<String, u64> = BTreeMap::new();
+        let mut by_direction: BTreeMap<(String, Direction), u64> = BTreeMap::new();
         for (i, &c) in self.st.counts.iter().enumerate() {
             if c == 0 {
                 continue;
@@ -481,6 +488,9 @@ impl Evaluator {
                 continue;
             };
             *findings.entry(core.patterns[p].label.clone()).or_default() += c;
+            *by_direction
+                .entry((core.patterns[p].label.clone(), dir))
+                .or_default() += c;
             verdict = verdict.max(res.enf);
             would_be = would_be.max(res.would);
             for &r in res.enf_hits.iter() {
@@ -513,6 +523,7 @@ impl Evaluator {
             shadow: rules.iter().any(|h| h.shadow && h.action > Action::Allow),
             rules,
             findings,
+            findings_by_direction: by_direction,
             blocked_by: self.st.block.as_ref().map(|b| b.rule.clone()),
         }
     }

@@ -153,6 +153,36 @@ struct LineIndex<'a> {
     items: Vec<(usize, usize)>,
 }
 
+/// `pack.id` of the block-style rule item around 1-based `line`, read from the text (a syntax
+/// error parses nothing). The line may be the one that ended the item (bad indentation).
+fn rule_id_at_line(src: &str, line: usize) -> Option<String> {
+    let idx = LineIndex::new(src);
+    let l = line.checked_sub(1)?;
+    let &(s, e) = idx.items.iter().find(|&&(s, e)| s <= l && l <= e)?;
+    let unquote = |v: &str| {
+        v.split(" #")
+            .next()
+            .unwrap_or("")
+            .trim()
+            .trim_matches(['"', '\''])
+            .to_string()
+    };
+    let id = idx.lines[s..e.min(idx.lines.len())].iter().find_map(|t| {
+        let t = t.trim_start();
+        let t = t.strip_prefix('-').unwrap_or(t).trim_start();
+        t.strip_prefix("id:").map(unquote).filter(|v| !v.is_empty())
+    })?;
+    let pack = idx
+        .lines
+        .iter()
+        .find_map(|t| t.strip_prefix("pack:").map(unquote))
+        .filter(|p| !p.is_empty());
+    Some(match pack {
+        Some(p) => format!("{p}.{id}"),
+        None => id,
+    })
+}
+
 fn indent_of(line: &str) -> usize {
     line.len() - line.trim_start_matches(' ').len()
 }
@@ -368,7 +398,9 @@ pub(crate) fn parse_pack(file: &str, src: &str) -> Result<PackDef, PackError> {
             let path = e.path().to_string();
             let inner = e.into_inner();
             let line = inner.location().map(|l| l.line());
-            let rule = rule_index_of_path(&path).and_then(|i| rule_id_from_value(src, i));
+            let rule = rule_index_of_path(&path)
+                .and_then(|i| rule_id_from_value(src, i))
+                .or_else(|| line.and_then(|l| rule_id_at_line(src, l)));
             // Inside a named rule the rule id says where; elsewhere serde_yaml's own path
             // prefix (`mode: …`) stays.
             let message = if rule.is_some() {

@@ -337,7 +337,11 @@ fn phone(h: &[u8], s: usize, e: usize) -> Option<(usize, usize)> {
             let span = &h[s..end];
             let opens = span.iter().filter(|&&b| b == b'(').count();
             let closes = span.iter().filter(|&&b| b == b')').count();
-            if singles <= 2 && opens == closes && digits_isolated(h, s, end) {
+            if singles <= 2
+                && opens == closes
+                && digits_isolated(h, s, end)
+                && !plus_number_not_phone(span)
+            {
                 return Some((s, end));
             }
         }
@@ -360,6 +364,32 @@ fn phone(h: &[u8], s: usize, e: usize) -> Option<(usize, usize)> {
         return None;
     }
     Some((s, e))
+}
+
+/// `+` numbers that are not phones: signed decimals (`+1441497364.649`) and ISO 8601
+/// expanded-year dates (`+12345-03-04`, `+2024-01-15`).
+fn plus_number_not_phone(span: &[u8]) -> bool {
+    let mut groups: Vec<(usize, u8)> = Vec::new(); // (digits, separator before the group)
+    let mut sep = b'+';
+    let mut run = 0;
+    for &b in span.iter().skip(1) {
+        if b.is_ascii_digit() {
+            run += 1;
+        } else {
+            if run > 0 {
+                groups.push((run, sep));
+            }
+            run = 0;
+            sep = b;
+        }
+    }
+    if run > 0 {
+        groups.push((run, sep));
+    }
+    let decimal = groups.windows(2).any(|w| w[0].0 >= 6 && w[1].1 == b'.');
+    let date =
+        groups.len() == 3 && groups[0].0 >= 4 && groups[1] == (2, b'-') && groups[2] == (2, b'-');
+    decimal || date
 }
 
 fn credit_card(h: &[u8], s: usize, e: usize) -> Option<(usize, usize)> {

@@ -90,9 +90,6 @@ impl Matcher {
     /// across releases (e.g. a 2 KiB PEM block with a 128-byte window: the header is still
     /// detected, the body is not masked as one span).
     pub fn new_with_cap(specs: &[PatternSpec], cap: usize) -> Result<Matcher, ScanError> {
-        if specs.is_empty() {
-            return Err(ScanError::NoPatterns);
-        }
         let cap = cap.max(1);
         let mut compiled = Vec::with_capacity(specs.len());
         for (i, spec) in specs.iter().enumerate() {
@@ -154,7 +151,7 @@ impl Matcher {
             spec_of: compiled.iter().map(|(c, _)| c.spec).collect(),
             validators: compiled.iter().map(|(c, _)| c.validator).collect(),
             labels: specs.iter().map(|s| s.label.clone()).collect(),
-            max_len: max_lens.iter().copied().max().unwrap_or(1),
+            max_len: max_lens.iter().copied().max().unwrap_or(0),
             max_lens,
             bounds,
         })
@@ -449,8 +446,10 @@ mod tests {
     }
 
     #[test]
-    fn empty_specs_and_empty_matches_rejected() {
-        assert!(matches!(Matcher::new(&[]), Err(ScanError::NoPatterns)));
+    fn no_specs_ok_and_empty_matches_rejected() {
+        let none = Matcher::new(&[]).unwrap();
+        assert!(none.find("a@b.io 4111 1111 1111 1111").is_empty());
+        assert_eq!(none.max_match_len(), 0);
         let e = Matcher::new(&[spec("opt", PatternKind::Regex("a*".into()))]).unwrap_err();
         assert!(matches!(e, ScanError::BadRegex { ref label, .. } if label == "opt"));
     }

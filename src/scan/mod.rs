@@ -84,8 +84,6 @@ pub enum ScanError {
     BadRegex { label: String, message: String },
     #[error("keyword list '{0}' has no non-empty keyword")]
     EmptyKeywords(String),
-    #[error("no patterns to compile")]
-    NoPatterns,
 }
 
 /// A validated match. Byte offsets into the haystack; `pattern` indexes the specs given to

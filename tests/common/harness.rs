@@ -49,6 +49,12 @@ pub struct Options {
     /// ending in a newline (e.g. `"  otlp: {enabled: true}\n"`). `extra_yaml` cannot add these:
     /// a second top-level `telemetry:` key is a duplicate.
     pub telemetry_yaml: String,
+    /// Use this audit directory instead of `<temp dir>/audit`, e.g. to start a second instance on
+    /// the log of a first one (keep whatever owns the directory alive). Default: none.
+    pub audit_dir: Option<PathBuf>,
+    /// Extra lines inside the generated `audit:` section, each indented by two spaces and ending
+    /// in a newline (e.g. `"  max_file_bytes: 4096\n"`). Default: empty.
+    pub audit_yaml: String,
 }
 
 impl Default for Options {
@@ -66,6 +72,8 @@ impl Default for Options {
             rules_mode: "enforce",
             audit: true,
             telemetry_yaml: String::new(),
+            audit_dir: None,
+            audit_yaml: String::new(),
         }
     }
 }
@@ -101,7 +109,10 @@ impl Jimini {
             }
             None => copy_shipped_rules(&rules_dir),
         }
-        let audit_dir = dir.path().join("audit");
+        let audit_dir = opts
+            .audit_dir
+            .clone()
+            .unwrap_or_else(|| dir.path().join("audit"));
         let proxy_port = free_port();
         let admin_port = free_port();
         let upstreams = opts.upstreams_yaml.clone().unwrap_or_else(|| {
@@ -116,13 +127,14 @@ impl Jimini {
              admin:\n  listen: 127.0.0.1:{admin_port}\n  jwt:\n    secret: test-secret-0123456789abcdef-0123456789abcdef\n\
              {upstreams}\
              rules:\n  dir: {rules}\n  mode: {mode}\n  reload_debounce_ms: 100\n\
-             audit:\n  enabled: {audit}\n  dir: {audit_dir}\n  fsync: batch\n\
+             audit:\n  enabled: {audit}\n  dir: {audit_dir}\n  fsync: batch\n{audit_extra}\
              telemetry:\n  log_format: json\n  log_level: info\n{telemetry}\
              {extra}\n",
             rules = rules_dir.display(),
             mode = opts.rules_mode,
             audit = opts.audit,
             audit_dir = audit_dir.display(),
+            audit_extra = opts.audit_yaml,
             telemetry = opts.telemetry_yaml,
             extra = opts.extra_yaml,
         );
