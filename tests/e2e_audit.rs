@@ -1389,3 +1389,39 @@ fn block_mode_refuses_with_503_while_the_log_fails_then_dead_letter_replays_into
     assert!(reqs.iter().any(|r| r.v["status"] == 503));
     assert_consecutive(&recs);
 }
+
+#[test]
+#[ignore]
+fn scratch_writer_lag() {
+    let j = Jimini::start(Options::default());
+    let url = j.url("/v1/chat/completions");
+    let t0 = Instant::now();
+    let mut hs = Vec::new();
+    for t in 0..4 {
+        let url = url.clone();
+        hs.push(std::thread::spawn(move || {
+            let c = Jimini::client();
+            for _ in 0..15 {
+                let r = c
+                    .post(&url)
+                    .header("x-request-id", rid(&format!("l{t}")))
+                    .json(&chat_body("mock-gpt", &words(6)))
+                    .send()
+                    .unwrap();
+                let _ = r.text();
+            }
+        }));
+    }
+    for h in hs {
+        h.join().unwrap();
+    }
+    eprintln!("60 requests done in {:?}", t0.elapsed());
+    loop {
+        let n = of_kind(&records(&j.audit_dir), "request").len();
+        eprintln!("{:?}: {n} records", t0.elapsed());
+        if n >= 60 || t0.elapsed() > Duration::from_secs(10) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

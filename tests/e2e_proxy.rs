@@ -498,3 +498,71 @@ fn check_reports_the_key_path_of_a_bad_config() {
     assert!(err.contains("upstreams[0].timeouts"), "{err}");
     assert!(err.contains("conect_ms"), "{err}");
 }
+
+#[test]
+fn anthropic_messages_are_scanned_streaming_and_not() {
+    let j = Jimini::start(mask_opts(3));
+    let client = Jimini::client();
+    let mut rng = rand::rng();
+    for stream in [false, true] {
+        let email = rand_email(&mut rng);
+        j.mock.clear();
+        let resp = client
+            .post(j.url("/v1/messages"))
+            .header("x-api-key", "sk-ant-caller")
+            .header("anthropic-version", "2023-06-01")
+            .json(&json!({
+                "model": "claude-sonnet-4",
+                "max_tokens": 64,
+                "stream": stream,
+                "system": format!("The operator is {email}"),
+                "messages": [{"role": "user", "content": [{"type": "text", "text": format!("mail {email} today")}]}]
+            }))
+            .send()
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let text = resp.text().unwrap();
+        assert!(!text.contains(&email), "stream={stream}: {text}");
+        assert!(text.contains("[REDACTED:EMAIL]"), "stream={stream}: {text}");
+        let seen = String::from_utf8_lossy(&j.mock.requests()[0].body).to_string();
+        assert!(!seen.contains(&email), "{seen}");
+        assert!(
+            seen.contains("\"system\":\"The operator is [REDACTED:EMAIL]\""),
+            "{seen}"
+        );
+        if stream {
+            assert!(text.contains("event: message_stop"), "{text}");
+        }
+    }
+}
+
+#[test]
+fn responses_api_and_legacy_completions_are_scanned() {
+    let j = Jimini::start(mask_opts(2));
+    let client = Jimini::client();
+    let email = "ana.lopez@example.net";
+    for (path, body) in [
+        (
+            "/v1/responses",
+            json!({"model": "gpt-4o", "input": format!("hi {email}"), "stream": true}),
+        ),
+        (
+            "/v1/responses",
+            json!({"model": "gpt-4o", "input": [{"role": "user", "content": [{"type": "input_text", "text": format!("hi {email}")}]}]}),
+        ),
+        (
+            "/v1/completions",
+            json!({"model": "gpt-3.5-turbo-instruct", "prompt": format!("hi {email}"), "stream": true}),
+        ),
+        (
+            "/v1/completions",
+            json!({"model": "gpt-3.5-turbo-instruct", "prompt": [format!("hi {email}")]}),
+        ),
+    ] {
+        let resp = client.post(j.url(path)).json(&body).send().unwrap();
+        assert_eq!(resp.status(), 200, "{path}");
+        let text = resp.text().unwrap();
+        assert!(!text.contains(email), "{path}: {text}");
+        assert!(text.contains("[REDACTED:EMAIL]"), "{path}: {text}");
+    }
+}

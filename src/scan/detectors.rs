@@ -78,7 +78,9 @@ static BUILTINS: &[Builtin] = &[
     },
     Builtin {
         name: "credit_card",
-        pattern: r"(?-u)\b\d(?:[ \-]?\d){12,18}\b",
+        // 13-19 digits, or groups of 3-6 digits with single space/dash separators (the
+        // validator checks one separator kind, 13-19 digits in a group-aligned prefix).
+        pattern: r"(?-u)\b(?:\d{13,19}|\d{3,6}(?:[ \-]\d{3,6}){1,5})\b",
         validate: credit_card,
         rank: 14,
         extra_len: 0,
@@ -612,7 +614,8 @@ fn private_key(h: &[u8], s: usize, e: usize) -> Option<(usize, usize)> {
             }
             break;
         }
-        if !body_char(&h[i]) {
+        // Another armor line ("-----BEGIN ...") ends the search: keeps repeated headers linear.
+        if !body_char(&h[i]) || h[i..].starts_with(b"-----") {
             break;
         }
         i += 1;
