@@ -9,7 +9,7 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -618,8 +618,6 @@ fn mixed_traffic_one_record_per_request_with_decision_fields_and_no_raw_secrets(
                     "{ctx}"
                 );
                 assert!(!v["findings"].as_object().unwrap().is_empty(), "{ctx}");
-                // never reached the upstream
-                assert!(v.get("upstream_latency_ms").is_none(), "{ctx}");
             }
             "egress" => {
                 assert_eq!(v["status"], 403, "{ctx}");
@@ -632,7 +630,6 @@ fn mixed_traffic_one_record_per_request_with_decision_fields_and_no_raw_secrets(
                         .any(|r| r.as_str().unwrap().contains("egress")),
                     "{ctx}"
                 );
-                assert!(v.get("upstream_latency_ms").is_none(), "{ctx}");
             }
             _ => {}
         }
@@ -740,6 +737,28 @@ fn verify_reports_edited_deleted_and_reordered_records_with_seq_file_and_line() 
     write_lines(d.path(), &lines);
     expect_break(d.path(), "reordered");
 
+    // 4. a whole file in the middle removed: the next file's header is where the gap shows
+    let d = copy_dir(&j.audit_dir);
+    let segs = segments(d.path());
+    let gone = segs.len() / 2;
+    let gone_first = clean
+        .iter()
+        .find(|r| r.file == segs[gone].file_name().unwrap().to_str().unwrap())
+        .unwrap()
+        .seq();
+    std::fs::remove_file(&segs[gone]).unwrap();
+    let (code, report, _) = verify(d.path());
+    assert_eq!(code, 1, "{report:#}");
+    let b = &report["first_break"];
+    assert_eq!(b["reason"], "deleted", "{report:#}");
+    assert_eq!(b["seq"].as_u64(), Some(gone_first), "{report:#}");
+    assert_eq!(
+        b["file"],
+        segs[gone + 1].file_name().unwrap().to_str().unwrap(),
+        "{report:#}"
+    );
+    assert_eq!(b["line"], 1, "{report:#}");
+
     // Control: an untouched copy verifies.
     let d = copy_dir(&j.audit_dir);
     assert_verifies(d.path());
@@ -748,102 +767,186 @@ fn verify_reports_edited_deleted_and_reordered_records_with_seq_file_and_line() 
 // ------------------------------------------------------------------------------------------
 // kill -9 under load, torn tails, restarts
 
-#[test]
-fn kill9_under_load_then_restart_on_same_dir_verifies_and_counts_are_bounded() {
+/// What a kill -9 under load left behind.
+struct Kill9 {
+    _keep: tempfile::TempDir,
+    audit_dir: PathBuf,
+    /// Every request id a client started to send, in order per thread.
+    sent: Vec<Vec<String>>,
+    /// Request ids whose complete 200 response a client read.
+    completed: Vec<String>,
+    /// Complete lines of the log files right after the kill (before any restart).
+    lines_after_kill: Vec<String>,
+    /// The newest file ended inside a line after the kill.
+    torn_after_kill: bool,
+}
+
+const LOAD_THREADS: usize = 4;
+
+/// Client threads send requests until the proxy dies under them; the proxy is SIGKILLed once
+/// `min_completed` responses were read completely.
+fn kill9_under_load(min_completed: usize, audit_yaml: &str) -> Kill9 {
     let keep = tempfile::tempdir().unwrap();
     let audit_dir = keep.path().join("audit");
-    let mut j = start_on(&audit_dir, "");
+    let mut j = Jimini::start(Options {
+        audit_dir: Some(audit_dir.to_path_buf()),
+        audit_yaml: audit_yaml.to_string(),
+        ..Default::default()
+    });
     let url = j.url("/v1/chat/completions");
-
-    const THREADS: usize = 4;
-    let stop = Arc::new(AtomicBool::new(false));
-    let sent = Arc::new(AtomicUsize::new(0));
-    let completed = Arc::new(AtomicUsize::new(0));
+    let completed_n = Arc::new(AtomicUsize::new(0));
     let mut handles = Vec::new();
-    for t in 0..THREADS {
-        let (stop, sent, completed, url) =
-            (stop.clone(), sent.clone(), completed.clone(), url.clone());
+    for t in 0..LOAD_THREADS {
+        let (completed_n, url) = (completed_n.clone(), url.clone());
         handles.push(std::thread::spawn(move || {
             let client = reqwest::blocking::Client::builder()
                 .timeout(Duration::from_secs(10))
                 .build()
                 .unwrap();
-            let mut mine = Vec::new();
-            while !stop.load(Ordering::SeqCst) {
+            let (mut sent, mut done) = (Vec::new(), Vec::new());
+            let deadline = Instant::now() + Duration::from_secs(25);
+            // Runs until the proxy is gone (the first failed request) or the deadline.
+            while Instant::now() < deadline {
                 let id = rid(&format!("load{t}"));
-                sent.fetch_add(1, Ordering::SeqCst);
+                sent.push(id.clone());
                 let r = client
                     .post(&url)
                     .header("x-request-id", &id)
                     .json(&chat_body("mock-gpt", &words(6)))
                     .send();
                 // Completed = status line, headers and the whole body were read.
-                if let Ok(r) = r {
-                    if r.status() == 200 && r.text().is_ok_and(|b| b.contains("choices")) {
-                        completed.fetch_add(1, Ordering::SeqCst);
-                        mine.push(id);
+                match r.map(|r| (r.status(), r.text())) {
+                    Ok((s, Ok(body))) if s == 200 && body.contains("choices") => {
+                        completed_n.fetch_add(1, Ordering::SeqCst);
+                        done.push(id);
                     }
+                    _ => break,
                 }
             }
-            mine
+            (sent, done)
         }));
     }
     let deadline = Instant::now() + Duration::from_secs(20);
-    while completed.load(Ordering::SeqCst) < 60 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(5));
+    while completed_n.load(Ordering::SeqCst) < min_completed && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(2));
     }
     j.kill9();
-    stop.store(true, Ordering::SeqCst);
-    let completed_ids: Vec<String> = handles
-        .into_iter()
-        .flat_map(|h| h.join().unwrap())
-        .collect();
-    let (sent, completed) = (
-        sent.load(Ordering::SeqCst),
-        completed.load(Ordering::SeqCst),
-    );
-    assert!(completed >= 60, "load did not get going: {completed}");
-    drop(j);
-
-    // A new proxy on the same directory recovers the chain (sealing a torn tail, if any).
-    let mut j2 = start_on(&audit_dir, "");
-    let report = assert_verifies(&audit_dir);
-    let recs = records(&audit_dir);
-    let reqs = of_kind(&recs, "request");
-    // Upper bound: only requests that were sent can have records.
-    // Lower bound: every request whose complete response a client read has a record. More
-    // records than completed responses is normal: the proxy queues the record when it has written
-    // the response, and a client that was cut off by the kill before reading (all of) that
-    // response does not count it as completed. (`fsync: batch` is about power loss; a SIGKILL
-    // loses what was only in the process — the channel — not what reached the page cache.)
+    let mut sent = Vec::new();
+    let mut completed = Vec::new();
+    for h in handles {
+        let (s, d) = h.join().unwrap();
+        sent.push(s);
+        completed.extend(d);
+    }
     assert!(
-        reqs.len() <= sent,
-        "{} request records but only {sent} requests sent",
+        completed.len() >= min_completed,
+        "load did not get going: {} completed",
+        completed.len()
+    );
+    drop(j);
+    let mut lines_after_kill = Vec::new();
+    let mut torn_after_kill = false;
+    for p in segments(&audit_dir) {
+        let text = std::fs::read_to_string(&p).unwrap();
+        torn_after_kill = !text.is_empty() && !text.ends_with('\n');
+        let complete = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
+        lines_after_kill.extend(complete.lines().map(str::to_string));
+    }
+    Kill9 {
+        _keep: keep,
+        audit_dir,
+        sent,
+        completed,
+        lines_after_kill,
+        torn_after_kill,
+    }
+}
+
+#[test]
+fn kill9_under_load_then_restart_on_same_dir_verifies_and_keeps_chaining() {
+    let k = kill9_under_load(60, "");
+    let sent_n: usize = k.sent.iter().map(Vec::len).sum();
+    let sent_ids: BTreeSet<&str> = k.sent.iter().flatten().map(String::as_str).collect();
+
+    // A new proxy on the same directory (the first one's, kept alive by `k`) recovers the chain;
+    // a torn last line, if the kill left one, is sealed.
+    let mut j2 = start_on(&k.audit_dir, "");
+    let report = assert_verifies(&k.audit_dir);
+    assert_eq!(
+        report["sealed_tears"].as_u64(),
+        Some(u64::from(k.torn_after_kill)),
+        "{report:#}"
+    );
+    // Recovery keeps every complete record the crash left, byte for byte, in place.
+    let after: Vec<String> = segments(&k.audit_dir)
+        .iter()
+        .flat_map(|p| {
+            std::fs::read_to_string(p)
+                .unwrap()
+                .lines()
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(k.lines_after_kill.len() >= 2, "nothing on disk at the kill");
+    assert_eq!(&after[..k.lines_after_kill.len()], &k.lines_after_kill[..]);
+
+    let recs = records(&k.audit_dir);
+    assert_consecutive(&recs);
+    let reqs = of_kind(&recs, "request");
+    // Upper bound: only requests that were sent can have records, each at most once.
+    assert!(
+        reqs.len() <= sent_n,
+        "{} request records but only {sent_n} requests sent",
         reqs.len()
     );
     let recorded: BTreeSet<&str> = reqs.iter().map(|r| r.rid()).collect();
-    let missing: Vec<&String> = completed_ids
-        .iter()
-        .filter(|id| !recorded.contains(id.as_str()))
-        .collect();
+    assert_eq!(recorded.len(), reqs.len(), "a request recorded twice");
     assert!(
-        reqs.len() >= completed && missing.is_empty(),
-        "{} request records < {completed} completed responses; completed without a record: {missing:?}",
-        reqs.len()
+        recorded.is_subset(&sent_ids),
+        "a record for a request never sent"
     );
-    assert_consecutive(&recs);
 
     // The restarted proxy keeps chaining on.
     let last = report["last_seq"].as_u64().unwrap();
     let more = allowed_traffic(&j2, 5, "after");
-    let recs = wait_requests(&audit_dir, &more);
+    let recs = wait_requests(&k.audit_dir, &more);
     assert!(recs
         .iter()
         .filter(|r| more.contains(r.rid()))
         .all(|r| r.seq() > last));
     assert_consecutive(&recs);
     j2.stop();
-    assert_verifies(&audit_dir);
+    assert_verifies(&k.audit_dir);
+}
+
+/// The lower bound of the kill -9 criterion: every response a client read completely has a record
+/// after the crash (with `audit.fsync: batch`). More records than completed responses is fine: the
+/// proxy queues the record once it has written the response, and a client that the kill cut off
+/// before it had read (all of) that response does not count it as completed.
+#[test]
+fn kill9_under_load_every_completed_response_has_a_record() {
+    // `durability: ack` holds the end of each response until its record is durable.
+    let k = kill9_under_load(60, "  durability: ack\n");
+    let _j2 = start_on(&k.audit_dir, "");
+    assert_verifies(&k.audit_dir);
+    let recs = records(&k.audit_dir);
+    let recorded: BTreeSet<String> = of_kind(&recs, "request")
+        .iter()
+        .map(|r| r.rid().to_string())
+        .collect();
+    let missing: Vec<&String> = k
+        .completed
+        .iter()
+        .filter(|id| !recorded.contains(id.as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} completely read responses have no audit record after kill -9: {missing:?}",
+        missing.len(),
+        k.completed.len()
+    );
+    assert!(recorded.len() >= k.completed.len());
 }
 
 #[test]
@@ -964,7 +1067,11 @@ fn graceful_restart_continues_the_chain_with_the_same_caller_hashes() {
 
 #[test]
 fn data_subject_export_and_erasure_via_cli_and_admin_api() {
-    let mut j = Jimini::start(Options::default());
+    // Small files: a subject's records spread over several files, the current one included.
+    let mut j = Jimini::start(Options {
+        audit_yaml: "  max_file_bytes: 4096\n".into(),
+        ..Default::default()
+    });
     let mut rng = rand::rng();
     let subject_a = format!("subject-{}", rand_alnum(12));
     // Shares A as a prefix: must never be mixed up with A.
@@ -972,19 +1079,36 @@ fn data_subject_export_and_erasure_via_cli_and_admin_api() {
     // Given by header; the body names someone else, the header wins.
     let subject_c = format!("subject-{}", rand_alnum(12));
     let body_user_c = format!("ignored-{}", rand_alnum(12));
+    // Characters JSON escapes, and non-ASCII.
+    let subject_d = format!("Zoë \"{}\" \\ ✓/{}", rand_lower(5), rand_alnum(8));
+
+    let mut order: Vec<&str> = Vec::new();
+    for (who, n) in [
+        ("a", rng.random_range(6..12)),
+        ("b", rng.random_range(1..4)),
+        ("c", rng.random_range(1..4)),
+        ("d", rng.random_range(1..4)),
+        ("none", 4),
+    ] {
+        order.extend(std::iter::repeat_n(who, n));
+    }
+    use rand::seq::SliceRandom;
+    order.shuffle(&mut rng);
 
     let mut ids: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
     let mut all = BTreeSet::new();
     let classes = ["allow", "redact", "block"];
-    for (who, n) in [
-        ("a", rng.random_range(3..7)),
-        ("b", rng.random_range(1..4)),
-        ("c", rng.random_range(1..4)),
-        ("none", 3),
-    ] {
-        for i in 0..n {
+    let send =
+        |who: &str, ids: &mut BTreeMap<&str, BTreeSet<String>>, all: &mut BTreeSet<String>| {
+            let who: &'static str = match who {
+                "a" => "a",
+                "b" => "b",
+                "c" => "c",
+                "d" => "d",
+                _ => "none",
+            };
             let id = rid(&format!("subj{who}"));
-            let class = classes[(i + rng.random_range(0..3)) % 3];
+            let class = classes[rand::rng().random_range(0..3)];
             let text = match class {
                 "redact" => format!("mail {} now", random_email()),
                 "block" => format!("key {} now", openai_key()),
@@ -999,6 +1123,7 @@ fn data_subject_export_and_erasure_via_cli_and_admin_api() {
                     body["user"] = json!(body_user_c);
                     headers.push(("x-jimini-subject", &subject_c));
                 }
+                "d" => body["user"] = json!(subject_d),
                 _ => {}
             }
             let (s, _, resp) = chat(&j, &id, &body, &headers);
@@ -1006,9 +1131,18 @@ fn data_subject_export_and_erasure_via_cli_and_admin_api() {
             assert_eq!(s, want, "{resp}");
             ids.entry(who).or_default().insert(id.clone());
             all.insert(id);
-        }
+        };
+    for who in &order {
+        send(who, &mut ids, &mut all);
     }
     wait_requests(&j.audit_dir, &all);
+    assert!(segments(&j.audit_dir).len() >= 3, "expected rotation");
+    // The subject header is not forwarded upstream.
+    assert!(j
+        .mock
+        .requests()
+        .iter()
+        .all(|r| r.header("x-jimini-subject").is_none()));
 
     let rids = |recs: &[Value]| -> BTreeSet<String> {
         recs.iter()
@@ -1016,7 +1150,12 @@ fn data_subject_export_and_erasure_via_cli_and_admin_api() {
             .collect()
     };
     // CLI export returns exactly the subject's records (with the erasable value beside them).
-    for (who, subject) in [("a", &subject_a), ("b", &subject_b), ("c", &subject_c)] {
+    for (who, subject) in [
+        ("a", &subject_a),
+        ("b", &subject_b),
+        ("c", &subject_c),
+        ("d", &subject_d),
+    ] {
         let got = cli_export(&j.audit_dir, subject);
         assert_eq!(rids(&got), ids[who], "export of {who}");
         assert_eq!(got.len(), ids[who].len(), "export of {who}");
@@ -1032,69 +1171,94 @@ fn data_subject_export_and_erasure_via_cli_and_admin_api() {
     // Admin API export (admin role only).
     let admin = j.token("admin");
     let viewer = j.token("viewer");
-    let q = |s: &str| format!("/admin/audit/export?subject={s}");
-    let (s, v) = admin_get(&j, &q(&subject_a), Some(&admin));
-    assert_eq!(s, 200, "{v}");
-    assert_eq!(v["count"].as_u64(), Some(ids["a"].len() as u64), "{v}");
-    assert_eq!(rids(v["records"].as_array().unwrap()), ids["a"]);
-    let (s, _) = admin_get(&j, &q(&subject_a), Some(&viewer));
-    assert_eq!(s, 403);
-    let (s, _) = admin_get(&j, &q(&subject_a), None);
-    assert_eq!(s, 401);
+    let export = |subject: &str, token: Option<&str>| -> (u16, Value) {
+        let mut rb = Jimini::client()
+            .get(j.admin_url("/admin/audit/export"))
+            .query(&[("subject", subject)]);
+        if let Some(t) = token {
+            rb = rb.bearer_auth(t);
+        }
+        let r = rb.send().unwrap();
+        (r.status().as_u16(), r.json().unwrap_or(Value::Null))
+    };
+    for (who, subject) in [("a", &subject_a), ("d", &subject_d)] {
+        let (s, v) = export(subject, Some(&admin));
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(v["count"].as_u64(), Some(ids[who].len() as u64), "{v}");
+        assert_eq!(rids(v["records"].as_array().unwrap()), ids[who]);
+    }
+    assert_eq!(export(&subject_a, Some(&viewer)).0, 403);
+    assert_eq!(export(&subject_a, None).0, 401);
 
-    // Erase A through the running proxy.
-    let (s, _) = admin_post(
-        &j,
-        "/admin/audit/erase",
-        Some(&viewer),
-        &json!({"subject": subject_a}),
-    );
-    assert_eq!(s, 403);
-    let (s, v) = admin_post(
-        &j,
-        "/admin/audit/erase",
-        Some(&admin),
-        &json!({"subject": subject_a}),
-    );
-    assert_eq!(s, 200, "{v}");
-    assert_eq!(v["records"].as_u64(), Some(ids["a"].len() as u64), "{v}");
-    assert!(v["erasure_seq"].is_u64(), "{v}");
-
-    // A's id is nowhere in the directory any more (B's records, which contain A's id as a
-    // prefix, are taken out before looking).
-    let text = String::from_utf8_lossy(&dir_bytes(&j.audit_dir)).replace(&subject_b, "");
-    assert!(
-        !text.contains(&subject_a),
-        "erased subject id still in the audit files"
-    );
-    assert!(cli_export(&j.audit_dir, &subject_a).is_empty());
-    let (s, v) = admin_get(&j, &q(&subject_a), Some(&admin));
-    assert_eq!((s, v["count"].as_u64()), (200, Some(0)), "{v}");
-    // The records themselves stay (with their commitment), others are untouched.
-    let recs = records(&j.audit_dir);
-    for id in &ids["a"] {
-        let r = recs
-            .iter()
-            .find(|r| r.rid() == id)
-            .expect("erased record kept");
-        assert!(
-            r.v.get("subject_value").is_none() && r.v["subject"].is_string(),
-            "{}",
-            r.v
+    // Erase A and D through the running proxy (admin role only).
+    let erase = |subject: &str, token: &str| {
+        admin_post(
+            &j,
+            "/admin/audit/erase",
+            Some(token),
+            &json!({ "subject": subject }),
+        )
+    };
+    assert_eq!(erase(&subject_a, &viewer).0, 403);
+    for (n, (who, subject)) in [("a", &subject_a), ("d", &subject_d)].iter().enumerate() {
+        let (s, v) = erase(subject, &admin);
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(v["records"].as_u64(), Some(ids[who].len() as u64), "{v}");
+        assert!(v["erasure_seq"].is_u64(), "{v}");
+        let recs = records(&j.audit_dir);
+        let erasures = of_kind(&recs, "erasure");
+        assert_eq!(erasures.len(), n + 1);
+        assert_eq!(erasures[n].seq(), v["erasure_seq"].as_u64().unwrap());
+        assert_eq!(
+            erasures[n].v["erased"].as_u64(),
+            Some(ids[who].len() as u64)
         );
     }
-    assert_eq!(rids(&cli_export(&j.audit_dir, &subject_b)), ids["b"]);
-    assert_eq!(rids(&cli_export(&j.audit_dir, &subject_c)), ids["c"]);
-    let erasures = of_kind(&recs, "erasure");
-    assert_eq!(erasures.len(), 1);
-    assert_eq!(
-        erasures[0].v["erased"].as_u64(),
-        Some(ids["a"].len() as u64)
-    );
+    // The proxy keeps writing into the rewritten files; the chain stays whole.
+    for who in ["b", "none", "c", "b", "none"] {
+        send(who, &mut ids, &mut all);
+    }
+    wait_requests(&j.audit_dir, &all);
     let report = assert_verifies(&j.audit_dir);
-    assert_eq!(report["erasures"], 1);
+    assert_eq!(report["erasures"], 2);
     let (s, v) = admin_get(&j, "/admin/audit/verify", Some(&viewer));
     assert_eq!((s, &v["ok"]), (200, &json!(true)), "{v}");
+
+    // A's and D's ids are nowhere in the directory any more, raw or JSON-escaped (B's id, which
+    // contains A's as a prefix, is taken out before looking).
+    let d_json = serde_json::to_string(&subject_d).unwrap();
+    let text = String::from_utf8_lossy(&dir_bytes(&j.audit_dir)).replace(&subject_b, "");
+    for (what, needle) in [
+        ("A", subject_a.as_str()),
+        ("D", subject_d.as_str()),
+        ("D (JSON)", &d_json[1..d_json.len() - 1]),
+    ] {
+        assert!(
+            !text.contains(needle),
+            "erased subject {what} still in the audit files"
+        );
+    }
+    for (who, subject) in [("a", &subject_a), ("d", &subject_d)] {
+        assert!(cli_export(&j.audit_dir, subject).is_empty());
+        let (s, v) = export(subject, Some(&admin));
+        assert_eq!((s, v["count"].as_u64()), (200, Some(0)), "{v}");
+        // The records themselves stay, with their commitment.
+        let recs = records(&j.audit_dir);
+        for id in &ids[who] {
+            let r = recs
+                .iter()
+                .find(|r| r.rid() == id)
+                .expect("erased record kept");
+            assert!(
+                r.v.get("subject_value").is_none() && r.v["subject"].is_string(),
+                "{}",
+                r.v
+            );
+        }
+    }
+    // Other subjects are untouched.
+    assert_eq!(rids(&cli_export(&j.audit_dir, &subject_b)), ids["b"]);
+    assert_eq!(rids(&cli_export(&j.audit_dir, &subject_c)), ids["c"]);
 
     // The CLI cannot erase under a running proxy (it would be a second writer) ...
     let erase_c = |dir: &Path| {
@@ -1125,7 +1289,7 @@ fn data_subject_export_and_erasure_via_cli_and_admin_api() {
     assert!(cli_export(&j.audit_dir, &subject_c).is_empty());
     assert_eq!(rids(&cli_export(&j.audit_dir, &subject_b)), ids["b"]);
     let report = assert_verifies(&j.audit_dir);
-    assert_eq!(report["erasures"], 2);
+    assert_eq!(report["erasures"], 3);
 }
 
 // ------------------------------------------------------------------------------------------
@@ -1203,10 +1367,7 @@ fn admin_verify_endpoint_reports_ok_then_the_break() {
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["ok"], true, "{v}");
     assert!(v["first_break"].is_null(), "{v}");
-    assert!(
-        v["records"].as_u64().unwrap() >= ids.len() as u64 + 1,
-        "{v}"
-    );
+    assert!(v["records"].as_u64().unwrap() > ids.len() as u64, "{v}");
     assert!(
         v["head_hash"].as_str().is_some_and(|h| h.len() == 64),
         "{v}"
@@ -1391,37 +1552,23 @@ fn block_mode_refuses_with_503_while_the_log_fails_then_dead_letter_replays_into
 }
 
 #[test]
-#[ignore]
-fn scratch_writer_lag() {
-    let j = Jimini::start(Options::default());
-    let url = j.url("/v1/chat/completions");
-    let t0 = Instant::now();
-    let mut hs = Vec::new();
-    for t in 0..4 {
-        let url = url.clone();
-        hs.push(std::thread::spawn(move || {
-            let c = Jimini::client();
-            for _ in 0..15 {
-                let r = c
-                    .post(&url)
-                    .header("x-request-id", rid(&format!("l{t}")))
-                    .json(&chat_body("mock-gpt", &words(6)))
-                    .send()
-                    .unwrap();
-                let _ = r.text();
-            }
-        }));
-    }
-    for h in hs {
-        h.join().unwrap();
-    }
-    eprintln!("60 requests done in {:?}", t0.elapsed());
-    loop {
-        let n = of_kind(&records(&j.audit_dir), "request").len();
-        eprintln!("{:?}: {n} records", t0.elapsed());
-        if n >= 60 || t0.elapsed() > Duration::from_secs(10) {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+fn audit_disabled_writes_nothing_and_admin_verify_says_so() {
+    let j = Jimini::start(Options {
+        audit: false,
+        ..Default::default()
+    });
+    let ids = allowed_traffic(&j, 3, "off");
+    assert_eq!(ids.len(), 3);
+    let viewer = j.token("viewer");
+    let (s, v) = admin_get(&j, "/admin/audit/verify", Some(&viewer));
+    assert_eq!(s, 500, "{v}");
+    assert_eq!(v["error"]["code"], "audit_error", "{v}");
+    let (s, _) = admin_get(&j, "/admin/rules", None);
+    assert_eq!(s, 401);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        !j.audit_dir.exists(),
+        "audit.enabled: false created {}",
+        j.audit_dir.display()
+    );
 }

@@ -47,6 +47,26 @@ pub struct AuditConfig {
     pub dead_letter_fallback: Option<PathBuf>,
     /// How often the retention task looks for expired files, in seconds. Default 3600.
     pub retention_check_secs: u64,
+    /// `async` (default): the record is queued after the response and written off the request
+    /// path — a slow disk never slows a request, and a killed process loses the records still
+    /// queued (at most the last few milliseconds). `ack`: the end of each response (its last bytes,
+    /// or Jimini's own error response) is held until its record is written — and fsynced under
+    /// `fsync: batch`, shared by concurrent requests (group commit) — so a crash can never lose
+    /// the record of a response a client finished reading. Costs one group-committed write per
+    /// completion; time to first byte and streaming are unaffected.
+    pub durability: Durability,
+    /// With `durability: ack`: longest wait for the record before the response completes anyway
+    /// (the record stays queued and is counted). Default 2000 ms.
+    pub ack_timeout_ms: u64,
+}
+
+/// When a request's audit record must be on disk; see [`AuditConfig::durability`].
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    #[default]
+    Async,
+    Ack,
 }
 
 /// Default `block`: the audit trail is what makes the proxy's decisions accountable, so a request that
@@ -94,6 +114,8 @@ impl Default for AuditConfig {
             retry_max_bytes: 8 * 1024 * 1024,
             dead_letter_fallback: None,
             retention_check_secs: 3600,
+            durability: Durability::Async,
+            ack_timeout_ms: 2000,
         }
     }
 }

@@ -17,7 +17,7 @@ pub mod writer;
 use std::io;
 use std::path::{Path, PathBuf};
 
-pub use config::{AuditConfig, FsyncPolicy, OnFull};
+pub use config::{AuditConfig, Durability, FsyncPolicy, OnFull};
 pub use record::{AuditEvent, TokenUsage};
 pub use retention::{apply_retention, RetentionReport};
 pub use store::{Clock, FsSink, Sink, SystemClock, Target, DEAD_LETTER};

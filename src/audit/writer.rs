@@ -71,6 +71,8 @@ type Reply<T> = SyncSender<T>;
 
 enum Msg {
     Event(Box<(AuditEvent, DateTime<Utc>)>),
+    /// An event whose sender waits until it is written (and fsynced under `fsync: batch`).
+    DurableEvent(Box<(AuditEvent, DateTime<Utc>)>, Reply<bool>),
     Flush(Reply<bool>),
     Erase(String, Reply<Result<EraseReport, AuditError>>),
     Retain(
@@ -267,6 +269,36 @@ impl AuditHandle {
         sh.queue_len.fetch_add(1, Ordering::Relaxed);
         match tx.try_send(Msg::Event(Box::new((ev, Utc::now())))) {
             Ok(()) => Ok(()),
+            Err(e) => {
+                sh.queue_len.fetch_sub(1, Ordering::Relaxed);
+                let total = sh.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                self.log_drop(total);
+                match e {
+                    TrySendError::Full(_) => Err(AuditError::Full),
+                    TrySendError::Disconnected(_) => Err(AuditError::Closed),
+                }
+            }
+        }
+    }
+
+    /// Like [`record`](Self::record), but wait (at most `timeout`) until the record is written —
+    /// and fsynced under `fsync: batch` — before returning. Concurrent callers share one write and
+    /// one fsync (group commit). Returns whether the record was confirmed in time. This is the
+    /// `audit.durability: ack` path: the proxy holds the end of a response until its record is
+    /// durable, so a crash can never lose the record of a response a client finished reading.
+    pub fn record_durable(&self, ev: AuditEvent, timeout: Duration) -> Result<bool, AuditError> {
+        let Some(tx) = &self.inner.tx else {
+            return Ok(true);
+        };
+        let sh = &self.inner.shared;
+        if sh.stopped.load(Ordering::Relaxed) {
+            sh.dropped.fetch_add(1, Ordering::Relaxed);
+            return Err(AuditError::Closed);
+        }
+        let (ack_tx, ack_rx) = mpsc::sync_channel(1);
+        sh.queue_len.fetch_add(1, Ordering::Relaxed);
+        match tx.try_send(Msg::DurableEvent(Box::new((ev, Utc::now())), ack_tx)) {
+            Ok(()) => Ok(ack_rx.recv_timeout(timeout).unwrap_or(false)),
             Err(e) => {
                 sh.queue_len.fetch_sub(1, Ordering::Relaxed);
                 let total = sh.dropped.fetch_add(1, Ordering::Relaxed) + 1;
@@ -607,6 +639,7 @@ struct Worker {
 impl Worker {
     fn run(mut self, rx: Receiver<Msg>) {
         let mut batch: Vec<Pending> = Vec::with_capacity(self.batch_max);
+        let mut acks: Vec<Reply<bool>> = Vec::new();
         loop {
             let timeout = self.next_wakeup();
             let first = match rx.recv_timeout(timeout) {
@@ -625,6 +658,11 @@ impl Worker {
                         self.shared.queue_len.fetch_sub(1, Ordering::Relaxed);
                         batch.push(self.encode(&ev.0, &ev.1));
                     }
+                    Msg::DurableEvent(ev, ack) => {
+                        self.shared.queue_len.fetch_sub(1, Ordering::Relaxed);
+                        batch.push(self.encode(&ev.0, &ev.1));
+                        acks.push(ack);
+                    }
                     other => {
                         control = Some(other);
                         break;
@@ -636,6 +674,17 @@ impl Worker {
             }
             if !batch.is_empty() {
                 self.write(&mut batch);
+            }
+            // Group commit: every waiter of this batch is answered by the batch's one write
+            // (+ fsync). Records held for retry answer when the retry queue drains.
+            if !acks.is_empty() {
+                if self.retry.is_empty() {
+                    for ack in acks.drain(..) {
+                        let _ = ack.try_send(true);
+                    }
+                } else {
+                    self.waiters.append(&mut acks);
+                }
             }
             self.tick();
             if let Some(c) = control {
@@ -874,7 +923,7 @@ impl Worker {
     /// Handle a control message; false = stop the thread.
     fn control(&mut self, msg: Msg) -> bool {
         match msg {
-            Msg::Event(_) => {}
+            Msg::Event(_) | Msg::DurableEvent(..) => {}
             Msg::Flush(reply) => {
                 if self.retry.is_empty() {
                     let ok = self.sync();

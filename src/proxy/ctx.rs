@@ -90,6 +90,8 @@ pub struct RequestCtx {
     pub response_scan_time: Duration,
     pub trace: Option<RequestTrace>,
     pub unscanned: bool,
+    /// The audit record was already written (durability: ack).
+    pub audited: bool,
     pub retry_status: Option<u16>,
     pub span: tracing::Span,
 }
@@ -141,6 +143,7 @@ impl RequestCtx {
             response_scan_time: Duration::ZERO,
             trace: None,
             unscanned: false,
+            audited: false,
             retry_status: None,
             span: tracing::Span::none(),
         }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime};
 use pingora::proxy::Session;
 use pingora::Error;
 
-use crate::audit::{AuditEvent, TokenUsage};
+use crate::audit::{AuditEvent, Durability, TokenUsage};
 use crate::rules::{Action, Decision};
 use crate::telemetry::{ChildKind, RequestOutcome};
 
@@ -18,28 +18,8 @@ pub async fn record(app: &App, session: &mut Session, e: Option<&Error>, ctx: &m
     let now = Instant::now();
     let duration = now.duration_since(ctx.started);
     let status = final_status(session, e, ctx);
-    let decision = ctx
-        .evaluator
-        .as_ref()
-        .map(|ev| ev.decision())
-        .unwrap_or_else(|| Decision {
-            verdict: Action::Allow,
-            would_be: Action::Allow,
-            shadow: false,
-            rules: Vec::new(),
-            findings: Default::default(),
-            findings_by_direction: Default::default(),
-            blocked_by: None,
-        });
-    let decision_label = if ctx
-        .client_error
-        .as_ref()
-        .is_some_and(|c| c.reason == "egress")
-    {
-        "block"
-    } else {
-        decision.label()
-    };
+    let decision = decision_of(ctx);
+    let decision_label = label_of(ctx, &decision);
     let upstream = ctx.upstream_name.clone().unwrap_or_else(|| "none".into());
     let route = ctx.route();
 
@@ -114,38 +94,11 @@ pub async fn record(app: &App, session: &mut Session, e: Option<&Error>, ctx: &m
     }
 
     if let Some(audit) = &app.audit {
-        let mut rules: Vec<String> = decision.rules.iter().map(|h| h.rule.clone()).collect();
-        if let Some(err) = &ctx.client_error {
-            if err.reason == "egress" {
-                rules.push("egress".into());
+        if !ctx.audited {
+            let ev = audit_event(ctx, &decision, decision_label, status, now);
+            if let Err(err) = audit.record(ev) {
+                tracing::warn!(error = %err, "audit record not queued");
             }
-        }
-        let ev = AuditEvent {
-            request_id: ctx.request_id.clone(),
-            caller: ctx.caller.clone(),
-            subject: ctx.subject.clone(),
-            route: route.to_string(),
-            model: ctx.model.clone(),
-            upstream: ctx.upstream_name.clone(),
-            decision: decision_label.to_string(),
-            shadow: decision.shadow,
-            rules,
-            findings: decision.findings.clone(),
-            status,
-            latency_ms: duration.as_millis() as u64,
-            upstream_latency_ms: ctx
-                .upstream_started
-                .map(|s| now.duration_since(s).as_millis() as u64),
-            usage: ctx.usage.as_ref().map(|u| TokenUsage {
-                prompt: u.prompt_tokens,
-                completion: u.completion_tokens,
-                total: u.total_tokens,
-            }),
-            kind: "request".into(),
-            detail: ctx.unscanned.then(|| "unscanned".to_string()),
-        };
-        if let Err(err) = audit.record(ev) {
-            tracing::warn!(error = %err, "audit record not queued");
         }
     }
 
@@ -160,6 +113,108 @@ pub async fn record(app: &App, session: &mut Session, e: Option<&Error>, ctx: &m
         overhead_us = ctx.overhead.as_micros() as u64,
         "request finished"
     );
+}
+
+fn decision_of(ctx: &RequestCtx) -> Decision {
+    ctx.evaluator
+        .as_ref()
+        .map(|ev| ev.decision())
+        .unwrap_or_else(|| Decision {
+            verdict: Action::Allow,
+            would_be: Action::Allow,
+            shadow: false,
+            rules: Vec::new(),
+            findings: Default::default(),
+            findings_by_direction: Default::default(),
+            blocked_by: None,
+        })
+}
+
+fn label_of(ctx: &RequestCtx, decision: &Decision) -> &'static str {
+    if ctx
+        .client_error
+        .as_ref()
+        .is_some_and(|c| c.reason == "egress")
+    {
+        "block"
+    } else {
+        decision.label()
+    }
+}
+
+/// The request's audit record (no raw values: rule ids, counts, hashes).
+fn audit_event(
+    ctx: &RequestCtx,
+    decision: &Decision,
+    decision_label: &str,
+    status: u16,
+    now: Instant,
+) -> AuditEvent {
+    let mut rules: Vec<String> = decision.rules.iter().map(|h| h.rule.clone()).collect();
+    if ctx
+        .client_error
+        .as_ref()
+        .is_some_and(|e| e.reason == "egress")
+    {
+        rules.push("egress".into());
+    }
+    AuditEvent {
+        request_id: ctx.request_id.clone(),
+        caller: ctx.caller.clone(),
+        subject: ctx.subject.clone(),
+        route: ctx.route().to_string(),
+        model: ctx.model.clone(),
+        upstream: ctx.upstream_name.clone(),
+        decision: decision_label.to_string(),
+        shadow: decision.shadow,
+        rules,
+        findings: decision.findings.clone(),
+        status,
+        latency_ms: now.duration_since(ctx.started).as_millis() as u64,
+        upstream_latency_ms: ctx
+            .upstream_started
+            .filter(|_| ctx.upstream_headers_at.is_some())
+            .map(|s| now.duration_since(s).as_millis() as u64),
+        usage: ctx.usage.as_ref().map(|u| TokenUsage {
+            prompt: u.prompt_tokens,
+            completion: u.completion_tokens,
+            total: u.total_tokens,
+        }),
+        kind: "request".into(),
+        detail: ctx.unscanned.then(|| "unscanned".to_string()),
+    }
+}
+
+/// With `audit.durability: ack`, write the record now and wait (bounded) until it is durable,
+/// before the client sees the end of its response. Called from the end of the response body and
+/// before Jimini writes its own error responses. The wait yields the worker thread to the
+/// runtime's other tasks (`block_in_place`), and concurrent requests share one fsync.
+pub fn audit_before_completion(app: &App, ctx: &mut RequestCtx, status: u16) {
+    let Some(audit) = &app.audit else {
+        return;
+    };
+    let cfg = &ctx.snap.config.audit;
+    if cfg.durability != Durability::Ack || ctx.audited {
+        return;
+    }
+    let timeout = Duration::from_millis(cfg.ack_timeout_ms);
+    let decision = decision_of(ctx);
+    let label = label_of(ctx, &decision);
+    let ev = audit_event(ctx, &decision, label, status, Instant::now());
+    ctx.audited = true;
+    let wait = || audit.record_durable(ev, timeout);
+    let multi_thread = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    let result = if multi_thread {
+        tokio::task::block_in_place(wait)
+    } else {
+        wait()
+    };
+    match result {
+        Ok(true) => {}
+        Ok(false) => tracing::warn!("audit record not confirmed within ack_timeout_ms"),
+        Err(err) => tracing::warn!(error = %err, "audit record not queued"),
+    }
 }
 
 fn action_label(a: Action) -> &'static str {

@@ -31,6 +31,9 @@ impl ProxyHttp for JiminiProxy {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         if let Some(err) = admission::admit(&self.app, session, ctx).await {
+            let status = err.status;
+            ctx.client_error = Some(err.clone());
+            finish::audit_before_completion(&self.app, ctx, status);
             respond::write_client_error(session, &err, &ctx.request_id).await;
             ctx.client_error = Some(err);
             return Ok(true);

@@ -74,6 +74,8 @@ pub async fn on_fail(
 ) -> FailToProxy {
     if session.response_written().is_some() {
         let tail = stream_cut_tail(app, ctx, e);
+        let status = ctx.status;
+        super::finish::audit_before_completion(app, ctx, status);
         if !tail.is_empty() {
             let _ = session
                 .write_response_body(Some(Bytes::from(tail)), true)
@@ -86,6 +88,8 @@ pub async fn on_fail(
     }
     let err = ctx.client_error.clone().unwrap_or_else(|| classify(e, ctx));
     let code = err.status;
+    ctx.client_error = Some(err.clone());
+    super::finish::audit_before_completion(app, ctx, code);
     write_client_error(session, &err, &ctx.request_id).await;
     ctx.client_error = Some(err);
     FailToProxy {

@@ -113,6 +113,10 @@ pub fn on_chunk(
         if ctx.first_token_at.is_none() && body.as_ref().is_some_and(|b| !b.is_empty()) {
             ctx.first_token_at = Some(Instant::now());
         }
+        if eos {
+            let status = ctx.status;
+            super::finish::audit_before_completion(app, ctx, status);
+        }
         return Ok(());
     }
     let _entered = ctx.span.clone().entered();
@@ -130,6 +134,8 @@ pub fn on_chunk(
     ctx.response_scan_time += started.elapsed();
     if eos {
         ctx.response_done = true;
+        let status = ctx.status;
+        super::finish::audit_before_completion(app, ctx, status);
     }
     Ok(())
 }

@@ -250,6 +250,16 @@ fn digits_isolated(h: &[u8], s: usize, e: usize) -> bool {
     !(glued_before || glued_after)
 }
 
+/// Detectors whose candidates are digit groups; see [`glued`].
+pub(crate) const NUMBER_SHAPED: &[&str] =
+    &["phone", "credit_card", "us_ssn", "ipv4", "us_bank_routing"];
+
+/// The candidate starts inside a longer digit sequence (`7.` or `7-` or `7` before it).
+pub(crate) fn glued_left(h: &[u8], s: usize) -> bool {
+    let joiner = matches!(before(h, s, 1), Some(b'-' | b'.'));
+    is_digit(before(h, s, 1)) || (joiner && is_digit(before(h, s, 2)))
+}
+
 fn is_key_char(b: u8, extra: &[u8]) -> bool {
     b.is_ascii_alphanumeric() || extra.contains(&b)
 }
@@ -389,8 +399,9 @@ fn plus_number_not_phone(span: &[u8]) -> bool {
         groups.push((run, sep));
     }
     let decimal = groups.windows(2).any(|w| w[0].0 >= 6 && w[1].1 == b'.');
-    let date =
-        groups.len() == 3 && groups[0].0 >= 4 && groups[1] == (2, b'-') && groups[2] == (2, b'-');
+    let date = groups.len() >= 3
+        && groups[0].0 >= 4
+        && groups[1..3].iter().all(|&(n, sep)| n <= 2 && sep == b'-');
     decimal || date
 }
 

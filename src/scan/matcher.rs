@@ -15,10 +15,13 @@
 //!   specs in the order given. Leftmost-first semantics then pick the earliest start.
 //! - Rejected candidates: when a validator rejects the leftmost candidate, other patterns
 //!   that also match at that same start are tried (an `All`-semantics twin of the regex tells
-//!   which ones), then the scan resumes after the rejected candidate's first token (the
-//!   maximal ASCII-alphanumeric run at its start). So a 16-digit non-Luhn order number is
-//!   skipped whole (no phone or SSN inside it), while `123-45-6789 2024` — first seen as a
-//!   too-long card candidate — still yields the SSN. Accepted findings resume at their end.
+//!   which ones). Then the scan resumes after the rejected candidate's first token (the
+//!   maximal ASCII-alphanumeric run at its start), or — for number-shaped built-ins that start
+//!   inside a longer digit sequence (`1.2.3.4.5`, `555-123-4567-89`) — after the candidate
+//!   (up to the next whitespace). So a 16-digit non-Luhn order number is skipped whole (no
+//!   phone or SSN inside it), while `123-45-6789 2024` — first seen as a too-long card
+//!   candidate — still yields the SSN. Accepted findings resume at their end. Worst case on
+//!   adversarial digit soup is ~15 MB/s (one rejected candidate every few bytes), linear.
 //! - `find_from(h, from)` starts the raw scan up to [`RESYNC_WINDOW`] bytes before `from`
 //!   (inside the context) and reports only findings starting at or after `from`; that way a
 //!   candidate straddling `from` is skipped exactly as a scan from the beginning would.
@@ -60,6 +63,8 @@ pub struct Matcher {
     spec_of: Vec<usize>,
     /// Validator per regex pattern id (None for custom specs).
     validators: Vec<Option<SpanValidator>>,
+    /// Per regex pattern id: number-shaped built-in whose glued rejections skip the span.
+    glue_skip: Vec<bool>,
     labels: Vec<String>,
     /// Per spec: capped upper bound of a finding's length.
     max_lens: Vec<usize>,
@@ -76,6 +81,7 @@ struct SpecSource {
     source: String,
     validator: Option<SpanValidator>,
     extra_len: usize,
+    glue_skip: bool,
 }
 
 impl Matcher {
@@ -150,6 +156,7 @@ impl Matcher {
             all,
             spec_of: compiled.iter().map(|(c, _)| c.spec).collect(),
             validators: compiled.iter().map(|(c, _)| c.validator).collect(),
+            glue_skip: compiled.iter().map(|(c, _)| c.glue_skip).collect(),
             labels: specs.iter().map(|s| s.label.clone()).collect(),
             max_len: max_lens.iter().copied().max().unwrap_or(0),
             max_lens,
@@ -212,6 +219,13 @@ impl Matcher {
                     }
                     pos = fe.max(next_char(hay, s));
                 }
+                // A number-shaped candidate that starts inside a longer digit sequence
+                // (`1.2.3.4.5`, `555-123-4567-89`) skips that sequence up to its end or the
+                // next whitespace; anything else only skips its first token.
+                None if self.glue_skip[m.pattern().as_usize()] && detectors::glued_left(hay, s) => {
+                    let ws = hay[s..e].iter().position(u8::is_ascii_whitespace);
+                    pos = ws.map_or(e, |w| s + w).max(next_char(hay, s));
+                }
                 None => pos = skip_token(hay, s),
             }
         }
@@ -230,7 +244,10 @@ impl Matcher {
         if let Some(span) = self.validate(p, hay, s, e) {
             return Some((p, span.0, span.1));
         }
-        let all = self.all.as_ref()?;
+        let all = self
+            .all
+            .as_ref()
+            .filter(|_| std::env::var_os("NORETRY").is_none())?;
         let mut set = PatternSet::new(all.pattern_len());
         let input = Input::new(hay).span(s..hay.len()).anchored(Anchored::Yes);
         all.which_overlapping_matches(&input, &mut set);
@@ -279,10 +296,12 @@ impl Matcher {
 }
 
 fn spec_source(index: usize, spec: &PatternSpec) -> Result<SpecSource, ScanError> {
+    let mut glue_skip = false;
     let (source, validator, extra_len, rank) = match &spec.kind {
         PatternKind::Builtin(name) => {
             let b =
                 detectors::find(name).ok_or_else(|| ScanError::UnknownDetector(name.clone()))?;
+            glue_skip = detectors::NUMBER_SHAPED.contains(&b.name);
             (
                 detectors::pattern_of(b),
                 Some(b.validate),
@@ -303,6 +322,7 @@ fn spec_source(index: usize, spec: &PatternSpec) -> Result<SpecSource, ScanError
         source,
         validator,
         extra_len,
+        glue_skip,
     })
 }
 
