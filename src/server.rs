@@ -125,6 +125,7 @@ pub fn serve(source: ConfigSource, config: Config) -> anyhow::Result<()> {
         audit.shutdown(Duration::from_secs(5));
     }
     running.app.tracing.shutdown();
+    telemetry::flush_logs(Duration::from_secs(2));
     Ok(())
 }
 

@@ -8,6 +8,7 @@ use crate::openai::{errors, Endpoint};
 
 use super::app::App;
 use super::ctx::{ClientError, RequestCtx};
+use super::request_body;
 
 /// Returns the error to answer with, or `None` to proceed to the upstream.
 pub async fn admit(app: &App, session: &mut Session, ctx: &mut RequestCtx) -> Option<ClientError> {
@@ -124,43 +125,6 @@ pub async fn admit(app: &App, session: &mut Session, ctx: &mut RequestCtx) -> Op
         ctx.observe_only = snap.shadow && !ctx.request_gzip;
     }
 
-    // Route by path, and by model when the config needs it and the body is small enough to be
-    // read now and replayed by pingora (its replay buffer holds 64 KiB). Larger bodies are routed
-    // by path; their model is still checked against that route before any byte goes upstream.
-    if ctx.inspect_request && snap.gateway.needs_model() {
-        if let Some(len) = content_length.filter(|l| *l <= PREREAD_LIMIT as u64) {
-            match preread_model(session, len as usize, ctx.request_gzip).await {
-                Ok(model) => ctx.dispatch_model = model,
-                Err(msg) => {
-                    return Some(ClientError::new(
-                        400,
-                        &msg,
-                        errors::INVALID_REQUEST,
-                        Some("invalid_body"),
-                        "bad_request",
-                    ))
-                }
-            }
-        }
-    }
-    match snap.gateway.route(&path, ctx.dispatch_model.as_deref()) {
-        Ok(target) => {
-            ctx.upstream = Some(target.upstream);
-            ctx.model_rewrite = target.model_rewrite.clone();
-            ctx.fallbacks = target.fallbacks.clone();
-            ctx.upstream_name = Some(snap.gateway.name(target.upstream).to_string());
-        }
-        Err(denied) => {
-            return Some(ClientError::new(
-                403,
-                &format!("Egress denied: {}", denied.reason),
-                errors::POLICY,
-                Some(crate::upstream::EgressDenied::CODE),
-                "egress",
-            ))
-        }
-    }
-
     // Rate limits: requests now, tokens estimated from the body size.
     ctx.estimated_prompt_tokens =
         crate::upstream::estimate_prompt_tokens(content_length.unwrap_or(0) as usize);
@@ -190,6 +154,72 @@ pub async fn admit(app: &App, session: &mut Session, ctx: &mut RequestCtx) -> Op
         }
         return Some(err);
     }
+
+    // Small bodies (the common case) are read and inspected right here, before any upstream
+    // contact: a blocked request never opens a connection, routing can use the model, and the
+    // upstream gets an exact Content-Length. Pingora replays the body from its 64 KiB buffer to
+    // `request_body_filter`, which sends the rewritten bytes. Larger or chunked bodies are
+    // inspected while they stream (request_body.rs) and routed by path.
+    let mut parsed = None;
+    if ctx.inspect_request {
+        if let Some(len) = content_length.filter(|l| *l <= PREREAD_LIMIT as u64) {
+            let raw = match preread(session, len as usize).await {
+                Ok(raw) => raw,
+                Err(msg) => {
+                    return Some(ClientError::new(
+                        400,
+                        &msg,
+                        errors::INVALID_REQUEST,
+                        Some("invalid_body"),
+                        "bad_request",
+                    ))
+                }
+            };
+            ctx.request_scan_time.0 = Some(std::time::SystemTime::now());
+            match request_body::parse(ctx, &raw) {
+                Ok(p) => {
+                    if let request_body::Parsed::Json(_, info) = &p {
+                        ctx.dispatch_model = info.model.clone();
+                    }
+                    parsed = Some(p);
+                }
+                Err(err) => return Some(err),
+            }
+        }
+    }
+    match snap.gateway.route(&path, ctx.dispatch_model.as_deref()) {
+        Ok(target) => {
+            ctx.upstream = Some(target.upstream);
+            ctx.model_rewrite = target.model_rewrite.clone();
+            ctx.fallbacks = target.fallbacks.clone();
+            ctx.upstream_name = Some(snap.gateway.name(target.upstream).to_string());
+        }
+        Err(denied) => {
+            return Some(ClientError::new(
+                403,
+                &format!("Egress denied: {}", denied.reason),
+                errors::POLICY,
+                Some(crate::upstream::EgressDenied::CODE),
+                "egress",
+            ))
+        }
+    }
+
+    if let Some(p) = parsed {
+        let out = match p {
+            request_body::Parsed::Json(decoded, info) => request_body::evaluate(ctx, decoded, info),
+            request_body::Parsed::Unscanned(bytes) => Ok(bytes),
+        };
+        ctx.request_scan_time.1 = Some(std::time::SystemTime::now());
+        match out {
+            Ok(body) => {
+                ctx.final_request_body = Some(body);
+                ctx.request_done = true;
+            }
+            Err(err) => return Some(err),
+        }
+    }
+
     None
 }
 
@@ -234,14 +264,10 @@ pub fn inspects_body(ep: Endpoint) -> bool {
 /// Pingora's replay buffer size: a body read in `request_filter` is resent from it.
 const PREREAD_LIMIT: usize = 64 * 1024;
 
-/// Read a small body now (pingora replays it to `request_body_filter`) and extract its model.
-async fn preread_model(
-    session: &mut Session,
-    len: usize,
-    gzip: bool,
-) -> Result<Option<String>, String> {
+/// Read a small body now; pingora replays it from its retry buffer to `request_body_filter`.
+async fn preread(session: &mut Session, len: usize) -> Result<bytes::Bytes, String> {
     session.as_mut().enable_retry_buffering();
-    let mut buf = Vec::with_capacity(len);
+    let mut buf = bytes::BytesMut::with_capacity(len);
     loop {
         match session.read_request_body().await {
             Ok(Some(chunk)) => {
@@ -254,17 +280,5 @@ async fn preread_model(
             Err(e) => return Err(format!("cannot read the request body: {e}")),
         }
     }
-    let body = if gzip {
-        let mut out = Vec::new();
-        let mut d = std::io::Read::take(flate2::read::MultiGzDecoder::new(&buf[..]), 8 << 20);
-        std::io::Read::read_to_end(&mut d, &mut out)
-            .map_err(|e| format!("invalid gzip body: {e}"))?;
-        out
-    } else {
-        buf
-    };
-    // A body that doesn't parse is reported properly by the body filter; route by path here.
-    Ok(crate::openai::inspect_request(&body)
-        .ok()
-        .and_then(|info| info.model))
+    Ok(buf.freeze())
 }

@@ -279,8 +279,16 @@ pub fn prepare_request(
         req.insert_header("accept-encoding", "identity")?;
         session.upstream_compression.adjust_decompression(true);
     }
-    if ctx.inspect_request && !ctx.observe_only {
-        // The body is rewritten: pingora frames it chunked once Content-Length is gone.
+    if let (true, Some(body)) = (ctx.request_done, ctx.final_request_body.as_ref()) {
+        // Inspected before dispatch: the exact length of what will be sent.
+        req.remove_header("transfer-encoding");
+        req.insert_header("content-length", body.len().to_string())?;
+        if ctx.request_gzip {
+            req.remove_header("content-encoding");
+        }
+    } else if ctx.inspect_request && !ctx.observe_only {
+        // The body is rewritten while it streams: pingora frames it chunked once
+        // Content-Length is gone.
         req.remove_header("content-length");
         req.remove_header("content-encoding");
     }

@@ -34,7 +34,7 @@ pub fn on_chunk(
     result
 }
 
-fn handle(app: &App, body: &mut Option<Bytes>, eos: bool, ctx: &mut RequestCtx) -> Result<()> {
+fn handle(_app: &App, body: &mut Option<Bytes>, eos: bool, ctx: &mut RequestCtx) -> Result<()> {
     // A retry replays the body: send what we decided the first time.
     if ctx.request_done {
         if eos {
@@ -69,9 +69,12 @@ fn handle(app: &App, body: &mut Option<Bytes>, eos: bool, ctx: &mut RequestCtx) 
     ctx.request_done = true;
     ctx.request_scan_time.0 = Some(SystemTime::now());
     let raw = std::mem::take(&mut ctx.req_buf).freeze();
-    let out = process(app, &raw, ctx);
+    let out = process(ctx, &raw);
     ctx.request_scan_time.1 = Some(SystemTime::now());
-    let out = out?;
+    let out = match out {
+        Ok(out) => out,
+        Err(err) => return fail(ctx, err),
+    };
     if !ctx.observe_only {
         ctx.final_request_body = Some(out.clone());
         *body = Some(out);
@@ -79,22 +82,47 @@ fn handle(app: &App, body: &mut Option<Bytes>, eos: bool, ctx: &mut RequestCtx) 
     Ok(())
 }
 
+/// A complete request body, decoded and parsed — or forwarded unscanned (fail-open).
+pub enum Parsed {
+    Json(Bytes, openai::RequestInfo),
+    Unscanned(Bytes),
+}
+
 /// Parse, evaluate and rewrite the complete body. Returns the bytes to send upstream.
-fn process(app: &App, raw: &Bytes, ctx: &mut RequestCtx) -> Result<Bytes> {
+fn process(ctx: &mut RequestCtx, raw: &Bytes) -> std::result::Result<Bytes, ClientError> {
+    match parse(ctx, raw)? {
+        Parsed::Json(decoded, info) => evaluate(ctx, decoded, info),
+        Parsed::Unscanned(bytes) => Ok(bytes),
+    }
+}
+
+/// Decode (gzip) and parse the body as OpenAI JSON, honouring `body.on_unparseable`.
+pub fn parse(ctx: &mut RequestCtx, raw: &Bytes) -> std::result::Result<Parsed, ClientError> {
     let snap = ctx.snap.clone();
     let fail_mode = snap.config.body.on_unparseable;
     let decoded: Bytes = if ctx.request_gzip {
         match gunzip_bounded(raw, snap.config.body.max_bytes) {
             Ok(b) => Bytes::from(b),
-            Err(msg) => return unparseable(ctx, fail_mode, raw, &msg),
+            Err(msg) => return unparseable(ctx, fail_mode, raw, &msg).map(Parsed::Unscanned),
         }
     } else {
         raw.clone()
     };
-    let info = match openai::inspect_request(&decoded) {
-        Ok(info) => info,
-        Err(e) => return unparseable(ctx, fail_mode, &decoded, &e.to_string()),
-    };
+    match openai::inspect_request(&decoded) {
+        Ok(info) => Ok(Parsed::Json(decoded, info)),
+        Err(e) => unparseable(ctx, fail_mode, &decoded, &e.to_string()).map(Parsed::Unscanned),
+    }
+}
+
+/// Egress check of the model, then the rule evaluator over every content field. Returns the
+/// body to send upstream, or the error to answer with.
+pub fn evaluate(
+    ctx: &mut RequestCtx,
+    decoded: Bytes,
+    info: openai::RequestInfo,
+) -> std::result::Result<Bytes, ClientError> {
+    let snap = ctx.snap.clone();
+    let fail_mode = snap.config.body.on_unparseable;
     ctx.model = info.model.clone();
     ctx.stream_requested = info.stream;
     if ctx.subject.is_none() {
@@ -109,16 +137,13 @@ fn process(app: &App, raw: &Bytes, ctx: &mut RequestCtx) -> Result<Bytes> {
     // Egress: the chosen upstream must be allowed to serve this model.
     if let (Some(idx), Some(model)) = (ctx.upstream, ctx.model.as_deref()) {
         if let Err(denied) = snap.gateway.check_model(&ctx.path, idx, model) {
-            return fail(
-                ctx,
-                ClientError::new(
-                    403,
-                    &format!("Egress denied: {denied}"),
-                    errors::POLICY,
-                    Some("egress.model_not_allowed"),
-                    "egress",
-                ),
-            );
+            return Err(ClientError::new(
+                403,
+                &format!("Egress denied: {denied}"),
+                errors::POLICY,
+                Some("egress.model_not_allowed"),
+                "egress",
+            ));
         }
     }
 
@@ -131,15 +156,8 @@ fn process(app: &App, raw: &Bytes, ctx: &mut RequestCtx) -> Result<Bytes> {
         },
     );
     if let Some(block) = ev.check_model() {
-        let err = ClientError::new(
-            403,
-            &block.message,
-            errors::POLICY,
-            Some(&block.rule),
-            "policy",
-        );
         ctx.evaluator = Some(ev);
-        return fail(ctx, err);
+        return Err(policy_block(&block));
     }
     let rewritten = {
         let mut filter = |t: &str| ev.rewrite_text(Direction::Request, t);
@@ -148,17 +166,7 @@ fn process(app: &App, raw: &Bytes, ctx: &mut RequestCtx) -> Result<Bytes> {
     let blocked = ev.blocked().cloned();
     ctx.evaluator = Some(ev);
     if let Some(block) = blocked {
-        let _ = app;
-        return fail(
-            ctx,
-            ClientError::new(
-                403,
-                &block.message,
-                errors::POLICY,
-                Some(&block.rule),
-                "policy",
-            ),
-        );
+        return Err(policy_block(&block));
     }
     let mut out = match rewritten {
         Ok(Some(new_body)) => Bytes::from(new_body),
@@ -174,23 +182,35 @@ fn process(app: &App, raw: &Bytes, ctx: &mut RequestCtx) -> Result<Bytes> {
     Ok(out)
 }
 
-fn unparseable(ctx: &mut RequestCtx, mode: FailMode, body: &Bytes, why: &str) -> Result<Bytes> {
+fn policy_block(block: &crate::rules::BlockInfo) -> ClientError {
+    ClientError::new(
+        403,
+        &block.message,
+        errors::POLICY,
+        Some(&block.rule),
+        "policy",
+    )
+}
+
+fn unparseable(
+    ctx: &mut RequestCtx,
+    mode: FailMode,
+    body: &Bytes,
+    why: &str,
+) -> std::result::Result<Bytes, ClientError> {
     tracing::warn!(reason = %why, "request body could not be inspected");
     match mode {
         FailMode::Open => {
             ctx.unscanned = true;
             Ok(body.clone())
         }
-        FailMode::Closed => fail(
-            ctx,
-            ClientError::new(
-                400,
-                &format!("Jimini could not parse the request body: {why}"),
-                errors::INVALID_REQUEST,
-                Some("invalid_body"),
-                "bad_request",
-            ),
-        ),
+        FailMode::Closed => Err(ClientError::new(
+            400,
+            &format!("Jimini could not parse the request body: {why}"),
+            errors::INVALID_REQUEST,
+            Some("invalid_body"),
+            "bad_request",
+        )),
     }
 }
 

@@ -249,6 +249,101 @@ where
     }
 }
 
+/// Lines waiting for the log thread; beyond this, lines are dropped (and counted) rather than
+/// blocking a request on a slow stderr (a full pipe, a stalled log collector).
+const LOG_QUEUE_LINES: usize = 16 * 1024;
+
+/// A `MakeWriter` that hands each formatted event to a background thread writing stderr, so
+/// logging never does blocking I/O on a request thread.
+#[derive(Clone)]
+pub struct NonBlockingStderr {
+    tx: std::sync::mpsc::SyncSender<Vec<u8>>,
+    pending: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+static LOG_LINES_DROPPED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+static LOG_PENDING: std::sync::OnceLock<std::sync::Arc<std::sync::atomic::AtomicUsize>> =
+    std::sync::OnceLock::new();
+
+impl NonBlockingStderr {
+    fn spawn() -> io::Result<NonBlockingStderr> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(LOG_QUEUE_LINES);
+        let pending = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = pending.clone();
+        std::thread::Builder::new()
+            .name("jimini-log".into())
+            .spawn(move || {
+                let mut err = io::stderr();
+                for line in rx {
+                    let _ = err.write_all(&line);
+                    counter.fetch_sub(1, Ordering::Release);
+                }
+            })?;
+        let _ = LOG_PENDING.set(pending.clone());
+        Ok(NonBlockingStderr { tx, pending })
+    }
+}
+
+/// One event's bytes; sent to the log thread when the formatter drops it.
+pub struct QueuedLine {
+    buf: Vec<u8>,
+    sink: NonBlockingStderr,
+}
+
+impl Write for QueuedLine {
+    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+        self.buf.extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for QueuedLine {
+    fn drop(&mut self) {
+        if self.buf.is_empty() {
+            return;
+        }
+        self.sink.pending.fetch_add(1, Ordering::AcqRel);
+        if self
+            .sink
+            .tx
+            .try_send(std::mem::take(&mut self.buf))
+            .is_err()
+        {
+            self.sink.pending.fetch_sub(1, Ordering::AcqRel);
+            LOG_LINES_DROPPED.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl<'a> MakeWriter<'a> for NonBlockingStderr {
+    type Writer = QueuedLine;
+    fn make_writer(&'a self) -> QueuedLine {
+        QueuedLine {
+            buf: Vec::with_capacity(256),
+            sink: self.clone(),
+        }
+    }
+}
+
+/// Log lines dropped because the log thread could not keep up.
+pub fn log_lines_dropped() -> u64 {
+    LOG_LINES_DROPPED.load(Ordering::Relaxed)
+}
+
+/// Wait (bounded) until queued log lines are written; call before the process exits.
+pub fn flush_logs(timeout: std::time::Duration) {
+    let Some(pending) = LOG_PENDING.get() else {
+        return;
+    };
+    let deadline = std::time::Instant::now() + timeout;
+    while pending.load(Ordering::Acquire) > 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
 /// Install the global subscriber (stderr, so stdout stays clean for CLI output). Idempotent: after
 /// the first successful call (or if another global subscriber already exists) later calls are no-ops.
 pub fn init_logs(cfg: &TelemetryConfig) -> Result<(), TelemetryError> {
@@ -262,7 +357,11 @@ pub fn init_logs(cfg: &TelemetryConfig) -> Result<(), TelemetryError> {
         return Ok(());
     }
     let filter = filter_for(cfg)?;
-    let sub = build_subscriber(cfg, filter, io::stderr);
+    let sub = match NonBlockingStderr::spawn() {
+        Ok(writer) => build_subscriber(cfg, filter, writer),
+        // No thread for logging: fall back to writing stderr directly.
+        Err(_) => build_subscriber(cfg, filter, io::stderr),
+    };
     // Failure means some other global subscriber is installed already; keep it.
     let _ = sub.try_init();
     DONE.store(true, Ordering::Release);

@@ -8,7 +8,7 @@ pub mod tracing;
 
 pub use self::tracing::{ChildKind, RequestTrace, Tracing};
 pub use config::{LogFormat, OtlpConfig, OtlpProtocol, ResolvedOtlp, SamplerSpec, TelemetryConfig};
-pub use logs::{init_logs, mask_secret, scrub_secrets};
+pub use logs::{flush_logs, init_logs, log_lines_dropped, mask_secret, scrub_secrets};
 pub use metrics::{Metrics, RequestOutcome};
 
 /// Telemetry setup errors.
