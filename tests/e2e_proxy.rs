@@ -200,6 +200,17 @@ fn secret_in_request_is_blocked_before_the_upstream() {
     assert_eq!(body["error"]["type"], "jimini_policy_violation");
     assert_eq!(body["error"]["code"], "secrets.api-keys");
     assert!(!body.to_string().contains(&key));
+    // A small body is inspected before dispatch: the upstream is never even contacted.
+    assert_eq!(j.mock.request_count(), 0);
+    // A large (over 64 KiB) body is inspected while it streams: the upstream may see the
+    // request head, never a byte of the secret.
+    let filler = "lorem ipsum ".repeat(8000);
+    let resp = Jimini::client()
+        .post(j.url("/v1/chat/completions"))
+        .json(&chat_body(&format!("{filler} use {key} please"), false))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 403);
     assert!(j
         .mock
         .requests()
