@@ -407,7 +407,6 @@ fn egress_model_allow_list_denies_with_openai_error() {
 /// The same allow-list, but the upstream is a bare listener: a denied model must not even open a
 /// connection to it (so no header — e.g. the caller's Authorization — leaves the gateway).
 #[test]
-#[ignore = "bug: with only `models:` allow-lists (no model routes) the model is checked after the upstream connection is opened and the request head (incl. Authorization) sent — src/proxy/peer.rs Gateway::new needs_model ignores upstream models"]
 fn egress_denied_model_opens_no_upstream_connection() {
     let trap = Trap::new();
     let upstreams = format!(
@@ -908,7 +907,6 @@ fn open_breaker_fails_over_to_fallback() {
 /// A fallback is only used for models its own allow-list permits; otherwise the client gets the
 /// breaker's 503 and the fallback is not contacted.
 #[test]
-#[ignore = "bug: egress bypass — without model routes, fallbacks are chosen without the model and the body check (src/proxy/request_body.rs) validates ctx.upstream instead of the upstream actually selected, so the fallback serves a model its allow-list forbids"]
 fn fallback_respects_its_model_allow_list() {
     let a = spawn_mock();
     let b = spawn_mock();
@@ -961,6 +959,90 @@ fn fallback_respects_its_model_allow_list() {
         1,
         "the fallback saw nothing of the disallowed model"
     );
+}
+
+/// Same as above with a body over the 64 KiB pre-read limit (routed by path, inspected while it
+/// streams): the fallback must still not serve a model its allow-list forbids.
+#[test]
+fn fallback_respects_its_model_allow_list_for_large_bodies() {
+    let a = spawn_mock();
+    let b = spawn_mock();
+    let upstreams = format!(
+        "upstreams:\n{}{}",
+        breaker_upstream(
+            "primary",
+            &a.url(),
+            "consecutive_failures: 1, cooldown_ms: 60000, max_cooldown_ms: 60000",
+            "    fallback: backup\n"
+        ),
+        breaker_upstream(
+            "backup",
+            &b.url(),
+            "consecutive_failures: 5",
+            "    models: [\"mock-gpt\"]\n"
+        )
+    );
+    let j = Jimini::start_with_mock(
+        Options {
+            upstreams_yaml: Some(upstreams),
+            ..Default::default()
+        },
+        a,
+    );
+    let viewer = j.token("viewer");
+    j.mock.set_fault(Some(Fault::Status(500)));
+    assert_eq!(
+        send(&j, "/v1/chat/completions", &chat("mock-gpt", "x"), &[]).0,
+        500
+    );
+    assert!(poll(Duration::from_secs(10), || {
+        (breaker_state(&j, &viewer, "primary") == "open").then_some(())
+    })
+    .is_some());
+    let other = format!("special-{}", tag());
+    let big = words(15_000); // ~100 KiB
+    assert!(big.len() > 64 * 1024);
+    let (s, _, body) = send(&j, "/v1/chat/completions", &chat(&other, &big), &[]);
+    assert_ne!(s, 200, "the fallback served a model it does not allow");
+    assert!(
+        body.len() < 4096,
+        "an error, not a completion: {} bytes",
+        body.len()
+    );
+    assert!(
+        b.requests().is_empty(),
+        "the fallback received the disallowed request"
+    );
+}
+
+/// Bodies over the pre-read limit are checked while they stream: the denial still reaches the
+/// client as a 403 and no complete request is delivered upstream.
+#[test]
+fn egress_denies_large_bodies_too() {
+    let a = spawn_mock();
+    let upstreams = format!(
+        "upstreams:\n  - name: guarded\n    base_url: {}\n    models: [\"allowed-*\"]\n",
+        a.url()
+    );
+    let j = Jimini::start_with_mock(
+        Options {
+            upstreams_yaml: Some(upstreams),
+            ..Default::default()
+        },
+        a,
+    );
+    let model = format!("denied-{}", tag());
+    let big = words(15_000);
+    assert!(big.len() > 64 * 1024);
+    let (s, _, body) = send(&j, "/v1/chat/completions", &chat(&model, &big), &[]);
+    assert_eq!(s, 403, "{}", &body[..body.len().min(500)]);
+    let err = openai_error(&body, "jimini_policy_violation");
+    assert!(err["message"].as_str().unwrap().contains(&model), "{body}");
+    assert!(j.mock.requests().is_empty(), "no complete request upstream");
+    let ok = format!("allowed-{}", tag());
+    let (s, _, body) = send(&j, "/v1/chat/completions", &chat(&ok, &words(15_000)), &[]);
+    assert_eq!(s, 200, "{}", &body[..body.len().min(500)]);
+    assert_eq!(j.mock.requests().len(), 1);
 }
 
 #[test]
@@ -1068,7 +1150,6 @@ fn retry_jimini(mock: MockServer, retries: &str, extra: &str) -> Jimini {
 }
 
 #[test]
-#[ignore = "bug: retry-on-status panics in pingora (src/proxy/peer.rs prepare_request calls upstream_compression.adjust_decompression on the retry attempt, after BodyPhase) and the client gets an empty reply"]
 fn retryable_status_is_retried_transparently() {
     let j = retry_jimini(spawn_mock(), "max_attempts: 2, base_ms: 10, max_ms: 50", "");
     for status in [503u16, 502, 504] {
@@ -1110,7 +1191,6 @@ fn retryable_status_is_retried_transparently() {
 }
 
 #[test]
-#[ignore = "bug: retry-on-status panics in pingora (src/proxy/peer.rs prepare_request calls upstream_compression.adjust_decompression on the retry attempt, after BodyPhase) and the client gets an empty reply"]
 fn retries_stop_at_max_attempts() {
     let j = retry_jimini(spawn_mock(), "max_attempts: 2, base_ms: 10, max_ms: 50", "");
     j.mock.set_fault(Some(Fault::Status(503)));
@@ -1167,7 +1247,6 @@ fn status_500_and_exhausted_budget_are_not_retried() {
 }
 
 #[test]
-#[ignore = "bug: retry-on-status panics in pingora (src/proxy/peer.rs prepare_request calls upstream_compression.adjust_decompression on the retry attempt, after BodyPhase) and the client gets an empty reply"]
 fn upstream_429_retry_after_is_honoured() {
     let j = retry_jimini(
         spawn_mock(),
@@ -1381,11 +1460,9 @@ fn hanging_upstream_times_out_with_504() {
             .expect("jimini answers before the client timeout");
         let s = r.status().as_u16();
         let text = r.text().unwrap();
-        assert!(s == 504 || s == 502, "{s}: {text}");
+        assert_eq!(s, 504, "{text}");
         let err = openai_error(&text, "jimini_upstream_error");
-        if s == 504 {
-            assert_eq!(err["code"], "upstream_timeout", "{text}");
-        }
+        assert_eq!(err["code"], "upstream_timeout", "{text}");
         assert_eq!(
             j.mock.request_count(),
             1,
@@ -1534,7 +1611,6 @@ fn tpm_limit_rejects_with_tokens_type() {
 }
 
 #[test]
-#[ignore = "bug: token-limit 429 body says type \"requests\" (src/proxy/admission.rs uses errors::RATE_LIMIT instead of verdict.error_type())"]
 fn tpm_limit_429_body_type_is_tokens() {
     let j = Jimini::start(Options {
         extra_yaml: "limits:\n  default: {tpm: 200}\n".into(),

@@ -144,7 +144,7 @@ pub async fn admit(app: &App, session: &mut Session, ctx: &mut RequestCtx) -> Op
         let mut err = ClientError::new(
             429,
             &verdict.message(),
-            errors::RATE_LIMIT,
+            verdict.error_type(),
             Some(crate::upstream::Decision::CODE),
             "rate_limit",
         )

@@ -277,7 +277,10 @@ pub fn prepare_request(
         // compress anyway, have pingora decompress before the body filters (this must be set
         // before the response header phase).
         req.insert_header("accept-encoding", "identity")?;
-        session.upstream_compression.adjust_decompression(true);
+        // A fresh ctx per attempt: on a retry the previous attempt's response already moved the
+        // ctx to its body phase, where every `adjust_*` (and `request_filter`) panics.
+        session.upstream_compression =
+            pingora::protocols::http::compression::ResponseCompressionCtx::new(0, true, false);
     }
     if let (true, Some(body)) = (ctx.request_done, ctx.final_request_body.as_ref()) {
         // Inspected before dispatch: the exact length of what will be sent.

@@ -135,7 +135,9 @@ pub fn evaluate(
     }
 
     // Egress: the chosen upstream must be allowed to serve this model.
-    if let (Some(idx), Some(model)) = (ctx.upstream, ctx.model.as_deref()) {
+    // Check the upstream actually selected (a fallback, when the primary's breaker is open).
+    let selected = ctx.permit.map(|(i, _)| i).or(ctx.upstream);
+    if let (Some(idx), Some(model)) = (selected, ctx.model.as_deref()) {
         if let Err(denied) = snap.gateway.check_model(&ctx.path, idx, model) {
             return Err(ClientError::new(
                 403,
