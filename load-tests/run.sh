@@ -13,7 +13,7 @@ CONNS="${CONNS:-32}"
 OUT="load-tests/results"
 mkdir -p "$OUT"
 command -v wrk >/dev/null || scripts/setup.sh
-cargo build --release --locked --bin jimini >/dev/null
+[ -n "${SKIP_BUILD:-}" ] || cargo build --release --locked --bin jimini >/dev/null
 BIN="$PWD/target/release/jimini"
 TMP="$(mktemp -d)"
 PIDS=()
@@ -27,8 +27,8 @@ MOCK=$(port)
 "$BIN" mock-upstream --listen "127.0.0.1:$MOCK" >/dev/null 2>&1 & PIDS+=($!)
 wait_port "$MOCK"
 
-start_jimini() { # name extra_yaml
-  local name="$1" extra="$2" p a
+start_jimini() { # name inspect(true|false) audit(true|false) otlp(true|false)
+  local name="$1" inspect="$2" audit="$3" otlp="$4" p a
   p=$(port); a=$(port)
   mkdir -p "$TMP/$name"
   cat > "$TMP/$name/jimini.yaml" <<YAML
@@ -38,20 +38,34 @@ admin: { listen: 127.0.0.1:$a }
 upstreams:
   - name: mock
     base_url: http://127.0.0.1:$MOCK
+body: { inspect: $inspect }
 rules: { dir: $PWD/rules }
-audit: { dir: $TMP/$name/audit }
-telemetry: { log_level: warn }
-$extra
+audit: { enabled: $audit, dir: $TMP/$name/audit }
+telemetry:
+  log_level: warn
+  otlp: { enabled: $otlp, protocol: http_protobuf, endpoint: "http://127.0.0.1:$SINK", sample_ratio: 1.0 }
 YAML
   "$BIN" serve -c "$TMP/$name/jimini.yaml" >"$TMP/$name/log" 2>&1 & PIDS+=($!)
   wait_port "$p"
   echo "$p"
 }
 
-P_PASS=$(start_jimini passthrough $'body: { inspect: false }\naudit: { enabled: false }' )
-P_DEF=$(start_jimini default "")
-P_NOAUD=$(start_jimini noaudit $'audit: { enabled: false }')
-P_TRACE=$(start_jimini tracing $'telemetry: { log_level: warn, otlp: { enabled: true, protocol: http_protobuf, endpoint: "http://127.0.0.1:9" } }')
+# An OTLP endpoint that accepts and discards (the exporter's cost without a collector's).
+SINK=$(port)
+python3 -c '
+import http.server, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("content-length", 0)))
+        self.send_response(200); self.send_header("content-length", "0"); self.end_headers()
+    def log_message(self, *a): pass
+http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+' "$SINK" & PIDS+=($!)
+
+P_PASS=$(start_jimini passthrough false false false)
+P_DEF=$(start_jimini default true true false)
+P_NOAUD=$(start_jimini noaudit true false false)
+P_TRACE=$(start_jimini tracing true true true)
 
 run() { # label port
   local label="$1" port="$2" thr lat
