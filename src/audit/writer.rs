@@ -182,6 +182,11 @@ impl AuditHandle {
             store,
             shared: shared.clone(),
             batch_max: cfg.batch_max,
+            batch_wait: if cfg.fsync == FsyncPolicy::Batch {
+                Duration::from_millis(cfg.batch_wait_ms)
+            } else {
+                Duration::ZERO
+            },
             fsync: cfg.fsync,
             retry: VecDeque::new(),
             retry_bytes: 0,
@@ -618,6 +623,7 @@ struct Worker {
     store: Store,
     shared: Arc<Shared>,
     batch_max: usize,
+    batch_wait: Duration,
     fsync: FsyncPolicy,
     retry: VecDeque<Pending>,
     retry_bytes: usize,
@@ -652,6 +658,7 @@ impl Worker {
             };
             let mut control = None;
             let mut next = first;
+            let mut batch_started: Option<Instant> = None;
             while let Some(m) = next.take() {
                 match m {
                     Msg::Event(ev) => {
@@ -670,6 +677,17 @@ impl Worker {
                 }
                 if batch.len() < self.batch_max {
                     next = rx.try_recv().ok();
+                    // Group commit: with fsync per batch, gather what arrives within a short
+                    // window so one write + fsync serves many requests (fewer fsyncs and
+                    // thread wake-ups under load; at most `batch_wait_ms` added latency).
+                    if next.is_none() && !batch.is_empty() && self.batch_wait > Duration::ZERO {
+                        let deadline =
+                            *batch_started.get_or_insert_with(Instant::now) + self.batch_wait;
+                        let left = deadline.saturating_duration_since(Instant::now());
+                        if !left.is_zero() {
+                            next = rx.recv_timeout(left).ok();
+                        }
+                    }
                 }
             }
             if !batch.is_empty() {
