@@ -30,4 +30,22 @@ if ! "$VENV/bin/python" -c "import openai, pytest, yaml, kubernetes_validate" >/
   "$VENV/bin/pip" install -q --upgrade pip >/dev/null
   "$VENV/bin/pip" install -q -r tests/python/requirements.txt
 fi
+
+# --- Node: the official openai npm SDK for tests/node (npm ci only when the lockfile changes) ---
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  echo "setup: node and npm (Node >= 20) are required for tests/node; install them first" >&2
+  exit 1
+fi
+if ! node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 20 ? 0 : 1)'; then
+  echo "setup: tests/node needs Node >= 20, found $(node --version)" >&2
+  exit 1
+fi
+NODE_STAMP=tests/node/node_modules/.setup-stamp   # npm ci wipes node_modules, stamp included
+NODE_SUM="$(cat tests/node/package.json tests/node/package-lock.json | sha256sum | cut -d' ' -f1)"
+if [ "$(cat "$NODE_STAMP" 2>/dev/null)" != "$NODE_SUM" ]; then
+  echo "setup: npm ci (tests/node)"
+  npm ci --prefix tests/node --no-audit --no-fund --loglevel=error
+  echo "$NODE_SUM" >"$NODE_STAMP"
+fi
+
 echo "setup: ok"

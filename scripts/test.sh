@@ -27,6 +27,9 @@ cargo test --locked -- --test-threads=2
 step "python: official openai SDK end-to-end"
 JIMINI_BIN="$PWD/target/debug/jimini" .venv/bin/python -m pytest -q tests/python
 
+step "node: official openai npm SDK end-to-end"
+JIMINI_BIN="$PWD/target/debug/jimini" node --test tests/node/
+
 step "deploy checks"
 JIMINI_BIN="$PWD/target/debug/jimini" scripts/deploy-check.sh
 
