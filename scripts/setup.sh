@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Idempotent set-up of everything the build and the test suite need on a Debian machine:
 # system packages (cmake for pingora's zlib-ng, wrk for load tests, redis for shared limits,
-# promtool and docker-compose for deploy checks) and a Python venv with the official SDKs.
+# promtool and docker-compose for deploy checks), a Python venv with the official openai SDK, and
+# the Node openai SDK under tests/node.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
