@@ -216,6 +216,17 @@ impl Rewriter for RuleRewriter<'_> {
         self.rs.core.max_span
     }
 
+    fn release_bound(&mut self, haystack: &str, from: usize) -> Option<usize> {
+        match &self.rs.core.matcher {
+            // No patterns: nothing can ever be replaced.
+            None => Some(haystack.len()),
+            Some(m) => Some(
+                m.liveness()?
+                    .earliest_live_start(haystack, from, haystack.len()),
+            ),
+        }
+    }
+
     fn commit(&mut self, applied: &[Replacement]) {
         let core = &self.rs.core;
         let pending = std::mem::take(&mut self.st.pending);
@@ -1176,6 +1187,37 @@ mod tests {
         );
         // Requests are never restored.
         assert_eq!(ev.rewrite_text(Direction::Request, "[EMAIL_1]"), None);
+    }
+
+    /// Streamed text is released as soon as no finding can still be growing across it (not a
+    /// fixed hold-back window), through the response rules and the placeholder restorer.
+    #[test]
+    fn streamed_prose_is_released_without_a_fixed_hold_back() {
+        let rs = pseudo_set();
+        let mut ev = Evaluator::new(rs, chat());
+        ev.rewrite_text(Direction::Request, &format!("Mail {EMAIL}"))
+            .unwrap();
+        let answer = "Sure, I mailed [EMAIL_1] today. Hello there, how are you today? ".repeat(3);
+        let (mut out, mut recv) = (String::new(), 0);
+        let mut pos = 0;
+        while pos < answer.len() {
+            let end = (pos + 4).min(answer.len());
+            out.push_str(&ev.stream_push(Direction::Response, 7, &answer[pos..end]));
+            recv = end;
+            pos = end;
+            let got = &answer[..recv];
+            // Held: at most the token being typed (after the last space) + look-ahead.
+            let token = got.len() - got.rfind(' ').map_or(0, |i| i + 1);
+            let emitted = out.replace(EMAIL, "[EMAIL_1]");
+            assert!(
+                got.len() - emitted.len() <= token + 4,
+                "held {} after {got:?}",
+                got.len() - emitted.len()
+            );
+        }
+        out.push_str(&ev.stream_finish(Direction::Response, 7));
+        assert_eq!(out, answer.replace("[EMAIL_1]", EMAIL));
+        assert_eq!(recv, answer.len());
     }
 
     #[test]

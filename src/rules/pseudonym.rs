@@ -198,6 +198,25 @@ impl Rewriter for Restorer<'_> {
     fn max_span(&self) -> usize {
         self.map.max_len().max(1)
     }
+
+    /// Only a trailing `[` followed by placeholder bytes, still shorter than the longest
+    /// placeholder, can become a placeholder (at most one: a later `[` ends the tail of an
+    /// earlier one). Everything before it is final.
+    fn release_bound(&mut self, haystack: &str, from: usize) -> Option<usize> {
+        let b = haystack.as_bytes();
+        // A `[` before `from` is settled (it was released, or is too far from the end).
+        let Some(open) = b
+            .get(from..)?
+            .iter()
+            .rposition(|&c| c == b'[')
+            .map(|i| from + i)
+        else {
+            return Some(b.len());
+        };
+        let growing =
+            b.len() - open < self.max_span() && b[open + 1..].iter().all(|&c| placeholder_byte(c));
+        Some(if growing { open } else { b.len() })
+    }
 }
 
 /// `[EMAIL:3f9a0c1b2d4e]`: first 12 hex digits of SHA3-256 over the length-prefixed key and label
@@ -300,6 +319,23 @@ mod tests {
         }
         out += &s.finish(&mut r);
         assert_eq!(out, "x a@x.io y");
+    }
+
+    #[test]
+    fn restorer_holds_only_a_growing_placeholder() {
+        let mut p = Pseudonyms::default();
+        p.placeholder("EMAIL", "a@x.io", true);
+        let mut r = Restorer { map: &p };
+        let mut s = StreamScanner::new();
+        assert_eq!(s.push(&mut r, "Hello there"), "Hello there");
+        assert_eq!(s.push(&mut r, ", write to [EM"), ", write to ");
+        assert_eq!(s.held(), "[EM".len());
+        assert_eq!(s.push(&mut r, "AIL_1] now [x"), "a@x.io now [x");
+        // "[EMAIL_12" is already as long as the longest placeholder: it cannot become one.
+        assert_eq!(s.push(&mut r, " [EMAIL_1"), " ");
+        assert_eq!(s.push(&mut r, "2"), "[EMAIL_12");
+        assert_eq!(s.push(&mut r, " [[EMAIL_1"), " [");
+        assert_eq!(s.finish(&mut r), "[EMAIL_1");
     }
 
     #[test]

@@ -37,6 +37,7 @@ use regex_automata::util::syntax;
 use regex_automata::{meta, Anchored, Input, MatchKind, PatternID, PatternSet};
 
 use super::detectors::{self, SpanValidator};
+use super::liveness::Liveness;
 use super::{Finding, PatternKind, PatternSpec, ScanError};
 
 /// Default cap for `max_match_len()` of patterns without a finite bound (custom regexes
@@ -71,6 +72,9 @@ pub struct Matcher {
     /// Per spec: real upper bound, None if unbounded.
     bounds: Vec<Option<usize>>,
     max_len: usize,
+    /// Stream release oracle over the same NFA; None if it could not be built (the stream
+    /// scanner then keeps its fixed hold-back window).
+    liveness: Option<Liveness>,
 }
 
 /// Per-spec compile inputs (the HIR itself is kept beside it: its type is not nameable
@@ -151,6 +155,12 @@ impl Matcher {
         } else {
             None
         };
+        let liveness = Liveness::new(
+            |c| c.build_many_from_hir(&hirs).map_err(Box::new),
+            compiled.iter().map(|(c, _)| c.extra_len > 0).collect(),
+        )
+        .map_err(|e| tracing::debug!(error = %e, "stream liveness unavailable: fixed hold-back"))
+        .ok();
         Ok(Matcher {
             re,
             all,
@@ -161,6 +171,7 @@ impl Matcher {
             max_len: max_lens.iter().copied().max().unwrap_or(0),
             max_lens,
             bounds,
+            liveness,
         })
     }
 
@@ -244,10 +255,7 @@ impl Matcher {
         if let Some(span) = self.validate(p, hay, s, e) {
             return Some((p, span.0, span.1));
         }
-        let all = self
-            .all
-            .as_ref()
-            .filter(|_| std::env::var_os("NORETRY").is_none())?;
+        let all = self.all.as_ref()?;
         let mut set = PatternSet::new(all.pattern_len());
         let input = Input::new(hay).span(s..hay.len()).anchored(Anchored::Yes);
         all.which_overlapping_matches(&input, &mut set);
@@ -272,6 +280,12 @@ impl Matcher {
                 a < b && b <= hay.len() && is_boundary(hay, a) && is_boundary(hay, b)
             }),
         }
+    }
+
+    /// Which buffered start positions could still begin a growing match (precise stream
+    /// release); None if unavailable.
+    pub fn liveness(&self) -> Option<&Liveness> {
+        self.liveness.as_ref()
     }
 
     /// Upper bound in bytes of any finding (capped; see [`Matcher::new_with_cap`]).

@@ -3,6 +3,7 @@
 //! ([`rewrite_all`]) and a chunk-boundary-safe, bounded-memory [`StreamScanner`]. Pure logic.
 
 mod detectors;
+mod liveness;
 mod matcher;
 mod rewrite;
 mod sha256;
@@ -14,6 +15,7 @@ mod detector_tests;
 #[cfg(test)]
 mod proptests;
 
+pub use liveness::Liveness;
 pub use matcher::{Matcher, DEFAULT_MAX_MATCH_CAP, RESYNC_WINDOW};
 pub use rewrite::{mask_label, rewrite_all, scan_report, BuiltinRewriter, Replacement, Rewriter};
 pub use stream::StreamScanner;

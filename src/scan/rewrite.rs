@@ -28,6 +28,16 @@ pub trait Rewriter {
     /// Upper bound in bytes of any span this rewriter can return (hold-back window).
     fn max_span(&self) -> usize;
 
+    /// Precise stream release (optional): an index `b >= from` such that no span this
+    /// rewriter could return for any continuation of `haystack` starts in `[from, b)` and is
+    /// not already decided by `haystack` alone (growing matches, pending look-ahead).
+    /// `haystack[..from]` is settled already. [`super::StreamScanner`] releases text up to
+    /// the larger of `b` and its fixed window (`max_span()` + look-ahead before the end).
+    /// Default `None`: fixed window only.
+    fn release_bound(&mut self, _haystack: &str, _from: usize) -> Option<usize> {
+        None
+    }
+
     /// Called once with the replacements actually applied (by [`rewrite_all`] and by the
     /// stream scanner when it releases them). Offsets refer to the haystack of the
     /// preceding `find` call. Default: nothing.
@@ -149,6 +159,11 @@ impl Rewriter for BuiltinRewriter<'_> {
 
     fn max_span(&self) -> usize {
         self.matcher.max_match_len()
+    }
+
+    fn release_bound(&mut self, haystack: &str, from: usize) -> Option<usize> {
+        let live = self.matcher.liveness()?;
+        Some(live.earliest_live_start(haystack, from, haystack.len()))
     }
 
     fn commit(&mut self, applied: &[Replacement]) {

@@ -297,3 +297,32 @@ pub fn sse_chat_text(body: &str) -> String {
     }
     out
 }
+
+/// The text a client reads from a response body: streamed bodies (SSE) are reassembled from
+/// their text deltas (chat `delta.content`, legacy `choices[].text`, Anthropic `delta.text`,
+/// Responses `response.output_text.delta`), since Jimini releases streamed text as soon as it
+/// is final and a mask may span several events; other bodies are returned as is.
+pub fn client_text(body: &str) -> String {
+    if !body.lines().any(|l| l.starts_with("data: ")) {
+        return body.to_string();
+    }
+    let mut out = String::new();
+    for line in body.lines() {
+        let Some(data) = line.strip_prefix("data: ") else {
+            continue;
+        };
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(data) else {
+            continue;
+        };
+        for c in v["choices"].as_array().into_iter().flatten() {
+            for t in [&c["delta"]["content"], &c["text"]] {
+                out.push_str(t.as_str().unwrap_or(""));
+            }
+        }
+        out.push_str(v["delta"]["text"].as_str().unwrap_or(""));
+        if v["type"] == "response.output_text.delta" {
+            out.push_str(v["delta"].as_str().unwrap_or(""));
+        }
+    }
+    out
+}
