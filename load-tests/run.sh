@@ -105,3 +105,6 @@ print(f"tracing on / off throughput      : {tr[0]/f[0]*100:5.1f} %   (target ≥
 print(f"added p50 (default − direct)     : {f[1]-d[1]:6.0f} µs (target ≤ 100 µs)")
 print(f"added p99 (default − direct)     : {f[2]-d[2]:6.0f} µs (target ≤ 1000 µs)")
 PY
+
+# Memory with 1,000 concurrent open streams (DESIGN §9: ≤ 100 MB RSS).
+JIMINI_BIN="$BIN" python3 load-tests/streams_memory.py | tee -a "$OUT/summary.txt"
