@@ -126,6 +126,31 @@ fn bench_scanner(c: &mut Criterion) {
             out + s.finish(&mut rw).len()
         })
     });
+    // All shipped packs (pii, secrets, prompt-injection, egress) compiled into one rule set,
+    // evaluated as a request would be: one matcher pass plus per-finding actions and rewriting.
+    let opts = jimini::rules::RulesOptions {
+        global_shadow: false,
+        hash_key: b"bench".to_vec(),
+        max_holdback: 128,
+    };
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("rules");
+    let rules = std::sync::Arc::new(
+        jimini::rules::RuleSet::load_dir(&dir, &opts).expect("shipped packs compile"),
+    );
+    g.bench_function("shipped_packs_request_1MiB", |b| {
+        b.iter(|| {
+            let mut ev = jimini::rules::Evaluator::new(
+                rules.clone(),
+                jimini::rules::Scope {
+                    model: Some("gpt-4o".into()),
+                    route: "chat".into(),
+                    caller: None,
+                },
+            );
+            ev.rewrite_text(jimini::rules::Direction::Request, black_box(&text))
+                .map(|s| s.len())
+        })
+    });
     g.finish();
 }
 
