@@ -271,8 +271,15 @@ impl AuditHandle {
             sh.dropped.fetch_add(1, Ordering::Relaxed);
             return Err(AuditError::Closed);
         }
+        self.enqueue(tx, Msg::Event(Box::new((ev, Utc::now()))))
+    }
+
+    /// Queue an event message without ever blocking; a full or closed channel drops it (counted
+    /// and logged).
+    fn enqueue(&self, tx: &SyncSender<Msg>, msg: Msg) -> Result<(), AuditError> {
+        let sh = &self.inner.shared;
         sh.queue_len.fetch_add(1, Ordering::Relaxed);
-        match tx.try_send(Msg::Event(Box::new((ev, Utc::now())))) {
+        match tx.try_send(msg) {
             Ok(()) => Ok(()),
             Err(e) => {
                 sh.queue_len.fetch_sub(1, Ordering::Relaxed);
@@ -301,19 +308,8 @@ impl AuditHandle {
             return Err(AuditError::Closed);
         }
         let (ack_tx, ack_rx) = mpsc::sync_channel(1);
-        sh.queue_len.fetch_add(1, Ordering::Relaxed);
-        match tx.try_send(Msg::DurableEvent(Box::new((ev, Utc::now())), ack_tx)) {
-            Ok(()) => Ok(ack_rx.recv_timeout(timeout).unwrap_or(false)),
-            Err(e) => {
-                sh.queue_len.fetch_sub(1, Ordering::Relaxed);
-                let total = sh.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-                self.log_drop(total);
-                match e {
-                    TrySendError::Full(_) => Err(AuditError::Full),
-                    TrySendError::Disconnected(_) => Err(AuditError::Closed),
-                }
-            }
-        }
+        self.enqueue(tx, Msg::DurableEvent(Box::new((ev, Utc::now())), ack_tx))?;
+        Ok(ack_rx.recv_timeout(timeout).unwrap_or(false))
     }
 
     /// Rate-limited (once a second) so a stalled disk cannot flood the log.
