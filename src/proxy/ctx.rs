@@ -158,23 +158,12 @@ impl RequestCtx {
     }
 }
 
-/// Accumulates wall time spent in a filter into `overhead` when dropped.
-pub struct OverheadTimer<'a> {
-    start: Instant,
-    into: &'a mut Duration,
-}
-
-impl<'a> OverheadTimer<'a> {
-    pub fn new(into: &'a mut Duration) -> Self {
-        OverheadTimer {
-            start: Instant::now(),
-            into,
-        }
-    }
-}
-
-impl Drop for OverheadTimer<'_> {
-    fn drop(&mut self) {
-        *self.into += self.start.elapsed();
+impl RequestCtx {
+    /// Run `f` and add its wall time to `overhead` (time spent inside Jimini's own filters).
+    pub fn timed<T>(&mut self, f: impl FnOnce(&mut Self) -> T) -> T {
+        let start = Instant::now();
+        let out = f(self);
+        self.overhead += start.elapsed();
+        out
     }
 }

@@ -13,7 +13,7 @@ use crate::openai::{self, errors};
 use crate::rules::{Direction, Evaluator, Scope};
 
 use super::app::App;
-use super::ctx::{ClientError, OverheadTimer, RequestCtx};
+use super::ctx::{ClientError, RequestCtx};
 
 pub fn on_chunk(
     app: &App,
@@ -25,13 +25,7 @@ pub fn on_chunk(
         return Ok(());
     }
     let _entered = ctx.span.clone().entered();
-    let mut overhead = ctx.overhead;
-    let result = {
-        let _timer = OverheadTimer::new(&mut overhead);
-        handle(app, body, eos, ctx)
-    };
-    ctx.overhead = overhead;
-    result
+    ctx.timed(|ctx| handle(app, body, eos, ctx))
 }
 
 fn handle(_app: &App, body: &mut Option<Bytes>, eos: bool, ctx: &mut RequestCtx) -> Result<()> {

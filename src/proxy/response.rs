@@ -15,7 +15,7 @@ use crate::openai::{self, errors, Endpoint, SseRewriter, StreamFilter};
 use crate::rules::{Direction, Evaluator};
 
 use super::app::App;
-use super::ctx::{OverheadTimer, RequestCtx, ResponseMode};
+use super::ctx::{RequestCtx, ResponseMode};
 
 /// Bridges the SSE rewriter to the evaluator's response direction.
 pub struct StreamAdapter<'a> {
@@ -46,9 +46,13 @@ pub fn on_headers(
     ctx: &mut RequestCtx,
 ) -> Result<()> {
     let _entered = ctx.span.clone().entered();
-    let mut overhead = ctx.overhead;
+    ctx.timed(|ctx| choose_mode(resp, ctx));
+    Ok(())
+}
+
+/// Decide from the upstream's response head how the body is handled.
+fn choose_mode(resp: &mut ResponseHeader, ctx: &mut RequestCtx) {
     {
-        let _timer = OverheadTimer::new(&mut overhead);
         ctx.status = resp.status.as_u16();
         if ctx.upstream_headers_at.is_none() {
             ctx.upstream_headers_at = Some(Instant::now());
@@ -77,8 +81,11 @@ pub fn on_headers(
         let has_evaluator = ctx.evaluator.is_some();
         ctx.response_mode = if !scannable_endpoint || !has_evaluator || encoded {
             if encoded && scannable_endpoint && has_evaluator {
-                // We asked for identity; an upstream that compresses anyway is not scanned.
-                tracing::warn!("upstream ignored Accept-Encoding: identity; response not scanned");
+                // gzip, br and zstd were decoded by pingora already (see peer.rs); an encoding
+                // it cannot decode is passed through and recorded as unscanned.
+                tracing::warn!(
+                    "upstream used an encoding Jimini cannot decode; response not scanned"
+                );
                 ctx.unscanned = true;
             }
             ResponseMode::Passthrough
@@ -96,8 +103,6 @@ pub fn on_headers(
             let _ = resp.insert_header("transfer-encoding", "chunked");
         }
     }
-    ctx.overhead = overhead;
-    Ok(())
 }
 
 pub fn on_chunk(
@@ -121,16 +126,13 @@ pub fn on_chunk(
     }
     let _entered = ctx.span.clone().entered();
     let started = Instant::now();
-    let mut overhead = ctx.overhead;
-    {
-        let _timer = OverheadTimer::new(&mut overhead);
+    ctx.timed(|ctx| {
         if ctx.observe_only {
             observe(body, eos, ctx);
         } else {
             rewrite(app, body, eos, ctx);
         }
-    }
-    ctx.overhead = overhead;
+    });
     ctx.response_scan_time += started.elapsed();
     if eos {
         ctx.response_done = true;
