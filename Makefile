@@ -23,7 +23,7 @@ test: ## the full test suite (same as the README's test command)
 	scripts/test.sh
 
 run: ## run Jimini locally with the shipped config (built-in mock upstream)
-	$(CARGO) run --release -- serve -c conf/jimini.yaml
+	scripts/run.sh
 
 bench: ## criterion benchmarks
 	$(CARGO) bench

@@ -2,14 +2,18 @@
 # Idempotent set-up of everything the build and the test suite need on a Debian machine:
 # system packages (cmake for pingora's zlib-ng, wrk for load tests, redis for shared limits,
 # promtool and docker-compose for deploy checks), a Python venv with the official openai SDK, and
-# the Node openai SDK under tests/node.
+# the Node openai SDK under tests/node. `--build-only`: just what building and running Jimini
+# needs (cmake, pkg-config, libssl-dev), for scripts/run.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+BUILD_ONLY=""
+[ "${1:-}" = "--build-only" ] && BUILD_ONLY=1
 
 SUDO=""
 if [ "$(id -u)" != "0" ]; then SUDO="sudo"; fi
 
-want=(cmake pkg-config libssl-dev wrk redis-server prometheus docker-compose curl)
+want=(cmake pkg-config libssl-dev)
+[ -n "$BUILD_ONLY" ] || want+=(wrk redis-server prometheus docker-compose curl)
 missing=()
 for pkg in "${want[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -18,6 +22,9 @@ if [ "${#missing[@]}" -gt 0 ]; then
   echo "setup: installing ${missing[*]}"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+if [ -n "$BUILD_ONLY" ]; then
+  exit 0
 fi
 # The prometheus package starts a daemon on :9090 when installed; we only want promtool.
 if command -v systemctl >/dev/null 2>&1; then $SUDO systemctl disable --now prometheus >/dev/null 2>&1 || true; fi
