@@ -123,6 +123,18 @@ pub enum AuditCommand {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(
+        cli.command,
+        Command::Serve { .. } | Command::MockUpstream { .. }
+    ) {
+        // One-shot tools behave like Unix filters: `jimini audit export … | head` ends quietly
+        // instead of panicking on a closed pipe. The servers keep Rust's default (EPIPE as an
+        // error on a socket), as a dead peer must never kill the process.
+        // SAFETY: called once at start-up, before any other thread exists.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
