@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::gen::*;
 use common::harness::*;
 use jimini::mock::{MockConfig, MockServer};
 use rand::Rng;
@@ -20,48 +21,6 @@ use serde_json::{json, Value};
 
 // ------------------------------------------------------------------------------------------
 // helpers
-
-fn rand_lower(n: usize) -> String {
-    let mut rng = rand::rng();
-    (0..n)
-        .map(|_| (b'a' + rng.random_range(0..26u8)) as char)
-        .collect()
-}
-
-fn rand_alnum(n: usize) -> String {
-    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-    let mut rng = rand::rng();
-    (0..n)
-        .map(|_| A[rng.random_range(0..A.len())] as char)
-        .collect()
-}
-
-/// Random words (no digits, no `@`): nothing a detector fires on.
-fn words(n: usize) -> String {
-    let mut rng = rand::rng();
-    (0..n)
-        .map(|_| rand_lower(rng.random_range(3..9)))
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-/// A random OpenAI-style project key (blocked by `secrets.openai-key`).
-fn openai_key() -> String {
-    format!("sk-proj-{}Aa9{}", rand_alnum(30), rand_alnum(12))
-}
-
-fn random_email() -> String {
-    let mut rng = rand::rng();
-    let tld = ["com", "org", "net", "io", "de"][rng.random_range(0..5)];
-    format!(
-        "{}.{}{}@{}-{}.{tld}",
-        rand_lower(5),
-        rand_lower(4),
-        rng.random_range(1..999),
-        rand_lower(6),
-        rand_lower(3)
-    )
-}
 
 /// A fresh request id (the proxy adopts a well-formed `x-request-id`), so records map to requests.
 fn rid(tag: &str) -> String {

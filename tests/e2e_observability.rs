@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use common::gen::*;
 use common::harness::*;
 use common::otlp::{OtlpReceiver, ReceivedSpan};
 use jimini::mock::{MockConfig, MockServer};
@@ -23,13 +24,6 @@ const JWT_SECRET: &str = "test-secret-0123456789abcdef-0123456789abcdef";
 
 fn rand_alnum(n: usize) -> String {
     Alphanumeric.sample_string(&mut rand::rng(), n)
-}
-
-fn rand_lower(n: usize) -> String {
-    let mut r = rand::rng();
-    (0..n)
-        .map(|_| (b'a' + r.random_range(0..26u8)) as char)
-        .collect()
 }
 
 fn rand_hex(bytes: usize) -> String {

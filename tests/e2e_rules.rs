@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::gen::*;
 use common::harness::*;
 use jimini::mock::{MockConfig, MockMode, MockServer};
 use rand::Rng;
@@ -21,42 +22,9 @@ type Client = reqwest::blocking::Client;
 // ------------------------------------------------------------------------------------------
 // helpers
 
-fn rand_lower(n: usize) -> String {
-    let mut rng = rand::rng();
-    (0..n)
-        .map(|_| (b'a' + rng.random_range(0..26u8)) as char)
-        .collect()
-}
-
-fn rand_alnum(n: usize) -> String {
-    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-    let mut rng = rand::rng();
-    (0..n)
-        .map(|_| A[rng.random_range(0..A.len())] as char)
-        .collect()
-}
-
 /// A fresh keyword, e.g. `frobnicatexkqzv` (whole-word keyword matches need a distinct word).
 fn word(prefix: &str) -> String {
     format!("{prefix}{}", rand_lower(6))
-}
-
-/// A random OpenAI-style project key (always matches `api_key.openai`).
-fn openai_key() -> String {
-    format!("sk-proj-{}Aa9{}", rand_alnum(30), rand_alnum(12))
-}
-
-fn random_email() -> String {
-    let mut rng = rand::rng();
-    let tld = ["com", "org", "net", "io", "de"][rng.random_range(0..5)];
-    format!(
-        "{}.{}{}@{}-{}.{tld}",
-        rand_lower(5),
-        rand_lower(4),
-        rng.random_range(1..999),
-        rand_lower(6),
-        rand_lower(3)
-    )
 }
 
 /// A random NANP phone number in the `(AAA) EEE-LLLL` shape (area/exchange never N11).
