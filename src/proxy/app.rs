@@ -146,6 +146,10 @@ impl App {
             Some(&current),
             generation,
         )?;
+        // Limits keep their bucket state; only the configured rates change.
+        self.limiter
+            .update_limits(&config.limits)
+            .map_err(|e| e.to_string())?;
         self.snapshot.store(Arc::new(next));
         Ok(generation)
     }
