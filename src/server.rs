@@ -68,13 +68,15 @@ pub fn start(source: ConfigSource, config: Config) -> anyhow::Result<Running> {
     let watch = {
         let app = app.clone();
         let debounce = Duration::from_millis(config.rules.reload_debounce_ms);
-        match crate::rules::watch(&app.watched_paths(), debounce, {
+        let paths = app.watched_paths();
+        match crate::rules::watch(&paths, debounce, {
             let app = app.clone();
             move || {
                 let _ = app.reload();
             }
         }) {
             Ok(guard) => Some(guard),
+            Err(_) if paths.is_empty() => None,
             Err(e) => {
                 tracing::error!(error = %e, "file watcher unavailable; reload with SIGHUP or the admin API");
                 None

@@ -137,6 +137,25 @@ fn default_listen() -> String {
 /// The configuration file Jimini embeds, used when `-c` is not given and no file exists.
 pub const EMBEDDED_CONFIG: &str = include_str!("../../conf/jimini.yaml");
 
+/// The shipped rule packs, used with the embedded config when no `rules/` directory exists.
+pub fn embedded_rules() -> Vec<(String, String)> {
+    [
+        ("rules/pii.yaml", include_str!("../../rules/pii.yaml")),
+        (
+            "rules/secrets.yaml",
+            include_str!("../../rules/secrets.yaml"),
+        ),
+        (
+            "rules/prompt-injection.yaml",
+            include_str!("../../rules/prompt-injection.yaml"),
+        ),
+        ("rules/egress.yaml", include_str!("../../rules/egress.yaml")),
+    ]
+    .into_iter()
+    .map(|(name, text)| (name.to_string(), text.to_string()))
+    .collect()
+}
+
 impl Config {
     /// Read, interpolate, parse, apply environment overrides and validate.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {

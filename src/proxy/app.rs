@@ -63,8 +63,15 @@ impl App {
             // the config reference so operators set JIMINI_HASH_KEY for cross-replica stability.
             _ => rand::random::<[u8; 32]>().to_vec(),
         };
-        let first = Self::prepare_with(&config, &hash_key, None, None, 1)
-            .map_err(|e| anyhow::anyhow!(e))?;
+        let first = Self::prepare_with(
+            matches!(source, ConfigSource::Embedded),
+            &config,
+            &hash_key,
+            None,
+            None,
+            1,
+        )
+        .map_err(|e| anyhow::anyhow!(e))?;
         let names: Vec<&str> = config.upstreams.iter().map(|u| u.name.as_str()).collect();
         metrics.preinit(&names, &["chat", "completions", "responses", "messages"]);
         Ok(Arc::new(App {
@@ -86,6 +93,7 @@ impl App {
     }
 
     fn prepare_with(
+        embedded: bool,
         config: &Config,
         hash_key: &[u8],
         shadow_override: Option<bool>,
@@ -98,7 +106,19 @@ impl App {
             hash_key: hash_key.to_vec(),
             max_holdback: config.rules.max_holdback,
         };
-        let rules = RuleSet::load_dir(&config.rules.dir, &opts).map_err(|e| e.to_string())?;
+        let rules = if config.rules.dir.exists() {
+            RuleSet::load_dir(&config.rules.dir, &opts).map_err(|e| e.to_string())?
+        } else if embedded {
+            // `jimini serve` with the embedded default, outside a checkout: the shipped packs
+            // are compiled into the binary.
+            RuleSet::from_sources(&crate::config::embedded_rules(), &opts)
+                .map_err(|e| e.to_string())?
+        } else {
+            return Err(format!(
+                "rules.dir `{}` does not exist (set rules.dir or JIMINI_RULES_DIR)",
+                config.rules.dir.display()
+            ));
+        };
         let gateway = Gateway::new(
             &config.upstreams,
             &config.routes,
@@ -140,6 +160,7 @@ impl App {
             .unwrap_or_else(|p| p.into_inner());
         let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
         let next = Self::prepare_with(
+            matches!(self.source, ConfigSource::Embedded),
             &config,
             &self.hash_key,
             shadow_override,
@@ -170,6 +191,8 @@ impl App {
         if let ConfigSource::File(p) = &self.source {
             paths.push(p.clone());
         }
+        // Embedded packs (no rules directory) have nothing to watch.
+        paths.retain(|p| p.exists());
         paths
     }
 
