@@ -7,7 +7,7 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 
 use crate::admin::{AdminAuditEvent, AdminBackend, AdminError};
-use crate::audit::{self, AuditEvent};
+use crate::audit::{AuditEvent, AuditHandle};
 use crate::proxy::App;
 
 pub struct Backend {
@@ -19,12 +19,13 @@ impl Backend {
         Backend { app }
     }
 
-    fn audit_dir(&self) -> Result<std::path::PathBuf, String> {
-        let snap = self.app.snapshot();
-        if self.app.audit.is_none() {
-            return Err("the audit log is disabled".into());
-        }
-        Ok(snap.config.audit.dir.clone())
+    /// The live audit handle; the admin API works through it so verification is
+    /// single-threaded and erasure goes through the writer.
+    fn audit(&self) -> Result<&AuditHandle, String> {
+        self.app
+            .audit
+            .as_ref()
+            .ok_or_else(|| "the audit log is disabled".to_string())
     }
 }
 
@@ -74,25 +75,23 @@ impl AdminBackend for Backend {
     fn audit_verify(&self) -> Result<Value, String> {
         // Single-threaded through the live handle (flushes first): verification must not take
         // every core away from a serving proxy.
-        let report = match &self.app.audit {
-            Some(a) => a.verify().map_err(|e| e.to_string())?,
-            None => return Err("the audit log is disabled".into()),
-        };
+        let report = self.audit()?.verify().map_err(|e| e.to_string())?;
         self.app.metrics.set_audit_chain_ok(report.ok);
         serde_json::to_value(report).map_err(|e| e.to_string())
     }
 
     fn audit_export(&self, subject: &str) -> Result<Value, String> {
-        let records = match &self.app.audit {
-            Some(a) => a.export_subject(subject).map_err(|e| e.to_string())?,
-            None => return Err("the audit log is disabled".into()),
-        };
+        let records = self
+            .audit()?
+            .export_subject(subject)
+            .map_err(|e| e.to_string())?;
         Ok(json!({"count": records.len(), "records": records}))
     }
 
     fn audit_erase(&self, subject: &str) -> Result<Value, String> {
-        let dir = self.audit_dir()?;
-        let report = audit::erase_subject(&dir, subject, self.app.audit.as_ref())
+        let report = self
+            .audit()?
+            .erase_subject(subject)
             .map_err(|e| e.to_string())?;
         serde_json::to_value(report).map_err(|e| e.to_string())
     }

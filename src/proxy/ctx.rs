@@ -81,7 +81,6 @@ pub struct RequestCtx {
     pub upstream_started: Option<Instant>,
     pub upstream_headers_at: Option<Instant>,
     pub first_token_at: Option<Instant>,
-    pub response_done: bool,
     pub stream_stopped: bool,
     pub usage: Option<Usage>,
     /// Time spent inside Jimini's own filters.
@@ -92,7 +91,6 @@ pub struct RequestCtx {
     pub unscanned: bool,
     /// The audit record was already written (durability: ack).
     pub audited: bool,
-    pub retry_status: Option<u16>,
     pub span: tracing::Span,
 }
 
@@ -135,7 +133,6 @@ impl RequestCtx {
             upstream_started: None,
             upstream_headers_at: None,
             first_token_at: None,
-            response_done: false,
             stream_stopped: false,
             usage: None,
             overhead: Duration::ZERO,
@@ -144,7 +141,6 @@ impl RequestCtx {
             trace: None,
             unscanned: false,
             audited: false,
-            retry_status: None,
             span: tracing::Span::none(),
         }
     }

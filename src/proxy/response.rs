@@ -135,7 +135,6 @@ pub fn on_chunk(
     });
     ctx.response_scan_time += started.elapsed();
     if eos {
-        ctx.response_done = true;
         let status = ctx.status;
         super::finish::audit_before_completion(app, ctx, status);
     }
