@@ -15,7 +15,6 @@ pub use stream::SseRewriter;
 pub use usage::{response_usage, Usage};
 
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
-use serde::Deserialize;
 use serde_json::{Map, Value};
 use std::fmt;
 
@@ -70,45 +69,79 @@ pub trait StreamFilter {
 
 /// Reads model, stream flag and end-user id. An empty (whitespace-only) body yields the default.
 pub fn inspect_request(body: &[u8]) -> Result<RequestInfo, BodyError> {
-    #[derive(Deserialize)]
-    struct Peek {
-        #[serde(default)]
-        model: Option<Value>,
-        #[serde(default)]
-        stream: Option<Value>,
-        #[serde(default)]
-        user: Option<Value>,
-        #[serde(default)]
-        safety_identifier: Option<Value>,
-        #[serde(default)]
-        metadata: Option<Value>,
-    }
-    let text = std::str::from_utf8(body).map_err(|_| BodyError::InvalidUtf8)?;
-    match text.trim_start().as_bytes().first() {
-        None => return Ok(RequestInfo::default()),
-        Some(b'{') => {}
-        // Derived structs would also accept a positional array; only objects are requests.
-        Some(_) => {
-            serde_json::from_str::<de::IgnoredAny>(text).map_err(json_err)?;
-            return Err(BodyError::NotAnObject);
+    Ok(parse_request(body)?.info)
+}
+
+impl RequestInfo {
+    /// What the proxy needs from a parsed request object.
+    fn from_root(root: &Value) -> RequestInfo {
+        let string = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_owned);
+        let user = string(root.get("user"))
+            .or_else(|| string(root.get("safety_identifier")))
+            .or_else(|| string(root.get("metadata").and_then(|m| m.get("user_id"))));
+        RequestInfo {
+            model: string(root.get("model")),
+            stream: root.get("stream").and_then(Value::as_bool) == Some(true),
+            user,
         }
     }
-    let peek: Peek = serde_json::from_str(text).map_err(json_err)?;
-    let string = |v: Option<Value>| match v {
-        Some(Value::String(s)) => Some(s),
-        _ => None,
-    };
-    let user = string(peek.user)
-        .or_else(|| string(peek.safety_identifier))
-        .or_else(|| match peek.metadata {
-            Some(Value::Object(mut m)) => string(m.remove("user_id")),
-            _ => None,
-        });
-    Ok(RequestInfo {
-        model: string(peek.model),
-        stream: matches!(peek.stream, Some(Value::Bool(true))),
-        user,
-    })
+}
+
+/// A request body parsed once (strictly: UTF-8, one JSON object, no duplicate keys), so that
+/// routing, the rule evaluator and the rewrite share one parse.
+#[derive(Debug)]
+pub struct ParsedRequest {
+    /// `None` for an empty (whitespace-only) body.
+    root: Option<Value>,
+    pub info: RequestInfo,
+}
+
+/// Parses a request body; see [`ParsedRequest`].
+pub fn parse_request(body: &[u8]) -> Result<ParsedRequest, BodyError> {
+    let root = parse_object(body)?;
+    let info = root
+        .as_ref()
+        .map(RequestInfo::from_root)
+        .unwrap_or_default();
+    Ok(ParsedRequest { root, info })
+}
+
+impl ParsedRequest {
+    /// Filters the content fields of endpoint `ep` and, with `model`, sets the top-level model
+    /// (kept in place if present, appended otherwise). `Ok(None)`: nothing changed — forward
+    /// the original bytes untouched.
+    pub fn rewrite(
+        self,
+        ep: Endpoint,
+        f: &mut dyn TextFilter,
+        model: Option<&str>,
+    ) -> Result<Option<Vec<u8>>, BodyError> {
+        let Some(mut root) = self.root else {
+            return match model {
+                Some(_) => Err(BodyError::NotAnObject),
+                None => Ok(None),
+            };
+        };
+        let mut changed = false;
+        if ep.has_content() {
+            let mut w = walker::Walk::new(f);
+            w.request(ep, &mut root);
+            changed = w.changed;
+        }
+        if let Some(model) = model {
+            if root.get("model").and_then(Value::as_str) != Some(model) {
+                if let Value::Object(map) = &mut root {
+                    map.insert("model".to_string(), Value::String(model.to_string()));
+                }
+                changed = true;
+            }
+        }
+        if changed {
+            to_vec(&root).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
 }
 
 /// Rewrites the content fields of a request body. `Ok(None)`: nothing changed (or the endpoint has
@@ -146,6 +179,35 @@ pub fn rewrite_response(
         w.response(ep, root);
         w.changed
     })
+}
+
+/// [`rewrite_response`] and [`response_usage`] from one parse of the body. A body that cannot be
+/// parsed strictly still yields its usage when a lenient read finds one.
+pub fn rewrite_response_with_usage(
+    ep: Endpoint,
+    body: &[u8],
+    f: &mut dyn TextFilter,
+) -> (Result<Option<Vec<u8>>, BodyError>, Option<Usage>) {
+    if matches!(
+        ep,
+        Endpoint::Embeddings | Endpoint::Models | Endpoint::Other
+    ) {
+        return (Ok(None), response_usage(body));
+    }
+    let mut root = match parse_object(body) {
+        Ok(Some(root)) => root,
+        Ok(None) => return (Ok(None), None),
+        Err(e) => return (Err(e), response_usage(body)),
+    };
+    let usage = usage::value_usage(&root);
+    let mut w = walker::Walk::new(f);
+    w.response(ep, &mut root);
+    let out = if w.changed {
+        to_vec(&root).map(Some)
+    } else {
+        Ok(None)
+    };
+    (out, usage)
 }
 
 /// Sets the top-level `model` (kept in place if present, appended otherwise).
@@ -354,6 +416,81 @@ mod tests {
         assert_eq!(set_model(b"[]", "m"), Err(BodyError::NotAnObject));
         assert_eq!(set_model(b"", "m"), Err(BodyError::NotAnObject));
         assert_eq!(set_model(b"\xc3", "m"), Err(BodyError::InvalidUtf8));
+    }
+
+    #[test]
+    fn parsed_request_matches_separate_steps() {
+        let redact = |t: &str| t.contains("SECRET").then(|| t.replace("SECRET", "[X]"));
+        let bodies: &[&[u8]] = &[
+            br#"{"model":"a","messages":[{"role":"user","content":"hi SECRET"}],"n":1}"#,
+            br#"{"messages":[{"role":"user","content":"clean"}],"model":"a"}"#,
+            br#"{"n":1}"#,
+            br#"{ "model" : "b" , "stream": true, "user": "u"}"#,
+            b"  ",
+        ];
+        for body in bodies {
+            for model in [None, Some("a"), Some("m\"x")] {
+                let ep = Endpoint::ChatCompletions;
+                let mut f = redact;
+                let got = parse_request(body)
+                    .and_then(|p| p.rewrite(ep, &mut f, model))
+                    .map(|o| o.unwrap_or_else(|| body.to_vec()));
+                // The former two-pass path: rewrite, then set the model.
+                let mut f = redact;
+                let expected = rewrite_request(ep, body, &mut f)
+                    .map(|o| o.unwrap_or_else(|| body.to_vec()))
+                    .and_then(|b| match model {
+                        Some(m) => set_model(&b, m),
+                        None => Ok(b),
+                    });
+                assert_eq!(got, expected, "{} {model:?}", String::from_utf8_lossy(body));
+            }
+            assert_eq!(
+                parse_request(body).map(|p| p.info),
+                inspect_request(body),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        assert_eq!(
+            parse_request(br#"{"a":{"b":1,"b":2}}"#).unwrap_err(),
+            BodyError::InvalidJson("duplicate object key at line 1 column 15".into())
+        );
+    }
+
+    #[test]
+    fn response_rewrite_and_usage_share_one_parse() {
+        let redact = |t: &str| t.contains("SECRET").then(|| t.replace("SECRET", "[X]"));
+        let cases: &[(Endpoint, &[u8])] = &[
+            (
+                Endpoint::ChatCompletions,
+                br#"{"choices":[{"message":{"content":"a SECRET"}}],"usage":{"prompt_tokens":3,"completion_tokens":4}}"#,
+            ),
+            (
+                Endpoint::ChatCompletions,
+                br#"{"choices":[{"message":{"content":"clean"}}],"usage":{"prompt_tokens":1}}"#,
+            ),
+            (
+                Endpoint::Responses,
+                br#"{"output":[{"type":"message","content":[{"type":"output_text","text":"SECRET"}]}],"response":{"usage":{"input_tokens":2,"output_tokens":5}}}"#,
+            ),
+            (Endpoint::Embeddings, br#"{"data":[],"usage":{"prompt_tokens":7,"total_tokens":7}}"#),
+            (Endpoint::ChatCompletions, br#"{"usage":{"prompt_tokens":1},"usage":{"prompt_tokens":2}}"#),
+            (Endpoint::ChatCompletions, b"not json"),
+            (Endpoint::ChatCompletions, b""),
+        ];
+        for (ep, body) in cases {
+            let mut f = redact;
+            let (rewritten, usage) = rewrite_response_with_usage(*ep, body, &mut f);
+            let mut f = redact;
+            assert_eq!(rewritten, rewrite_response(*ep, body, &mut f));
+            assert_eq!(
+                usage,
+                response_usage(body),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
     }
 
     #[test]

@@ -60,6 +60,15 @@ struct UsagePeek {
     response: Option<Box<UsagePeek>>,
 }
 
+/// Usage of an already parsed response object: top-level `usage`, else `response.usage`.
+pub(crate) fn value_usage(root: &Value) -> Option<Usage> {
+    root.get("usage").and_then(Usage::from_value).or_else(|| {
+        root.get("response")
+            .and_then(|r| r.get("usage"))
+            .and_then(Usage::from_value)
+    })
+}
+
 /// Usage of a non-streamed response body (any endpoint). Skips everything but `usage` while
 /// parsing, so it is cheap even on large bodies.
 pub fn response_usage(body: &[u8]) -> Option<Usage> {

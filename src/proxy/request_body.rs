@@ -78,14 +78,14 @@ fn handle(_app: &App, body: &mut Option<Bytes>, eos: bool, ctx: &mut RequestCtx)
 
 /// A complete request body, decoded and parsed — or forwarded unscanned (fail-open).
 pub enum Parsed {
-    Json(Bytes, openai::RequestInfo),
+    Json(Bytes, openai::ParsedRequest),
     Unscanned(Bytes),
 }
 
 /// Parse, evaluate and rewrite the complete body. Returns the bytes to send upstream.
 fn process(ctx: &mut RequestCtx, raw: &Bytes) -> std::result::Result<Bytes, ClientError> {
     match parse(ctx, raw)? {
-        Parsed::Json(decoded, info) => evaluate(ctx, decoded, info),
+        Parsed::Json(decoded, req) => evaluate(ctx, decoded, req),
         Parsed::Unscanned(bytes) => Ok(bytes),
     }
 }
@@ -102,8 +102,8 @@ pub fn parse(ctx: &mut RequestCtx, raw: &Bytes) -> std::result::Result<Parsed, C
     } else {
         raw.clone()
     };
-    match openai::inspect_request(&decoded) {
-        Ok(info) => Ok(Parsed::Json(decoded, info)),
+    match openai::parse_request(&decoded) {
+        Ok(req) => Ok(Parsed::Json(decoded, req)),
         Err(e) => unparseable(ctx, fail_mode, &decoded, &e.to_string()).map(Parsed::Unscanned),
     }
 }
@@ -113,10 +113,11 @@ pub fn parse(ctx: &mut RequestCtx, raw: &Bytes) -> std::result::Result<Parsed, C
 pub fn evaluate(
     ctx: &mut RequestCtx,
     decoded: Bytes,
-    info: openai::RequestInfo,
+    req: openai::ParsedRequest,
 ) -> std::result::Result<Bytes, ClientError> {
     let snap = ctx.snap.clone();
     let fail_mode = snap.config.body.on_unparseable;
+    let info = &req.info;
     ctx.model = info.model.clone();
     ctx.stream_requested = info.stream;
     if ctx.subject.is_none() {
@@ -155,27 +156,21 @@ pub fn evaluate(
         ctx.evaluator = Some(ev);
         return Err(policy_block(&block));
     }
+    let model_rewrite = ctx.model_rewrite.clone();
     let rewritten = {
         let mut filter = |t: &str| ev.rewrite_text(Direction::Request, t);
-        openai::rewrite_request(ctx.endpoint, &decoded, &mut filter)
+        req.rewrite(ctx.endpoint, &mut filter, model_rewrite.as_deref())
     };
     let blocked = ev.blocked().cloned();
     ctx.evaluator = Some(ev);
     if let Some(block) = blocked {
         return Err(policy_block(&block));
     }
-    let mut out = match rewritten {
-        Ok(Some(new_body)) => Bytes::from(new_body),
-        Ok(None) => decoded,
-        Err(e) => return unparseable(ctx, fail_mode, &decoded, &e.to_string()),
-    };
-    if let Some(model) = ctx.model_rewrite.clone() {
-        match openai::set_model(&out, &model) {
-            Ok(b) => out = Bytes::from(b),
-            Err(e) => return unparseable(ctx, fail_mode, &out, &e.to_string()),
-        }
+    match rewritten {
+        Ok(Some(new_body)) => Ok(Bytes::from(new_body)),
+        Ok(None) => Ok(decoded),
+        Err(e) => unparseable(ctx, fail_mode, &decoded, &e.to_string()),
     }
-    Ok(out)
 }
 
 fn policy_block(block: &crate::rules::BlockInfo) -> ClientError {

@@ -196,8 +196,9 @@ fn observe(body: &mut Option<Bytes>, eos: bool, ctx: &mut RequestCtx) {
             }
             if eos {
                 let mut filter = |t: &str| ev.rewrite_text(Direction::Response, t);
-                let _ = openai::rewrite_response(ctx.endpoint, buf, &mut filter);
-                ctx.usage = openai::response_usage(buf);
+                let (_, usage) =
+                    openai::rewrite_response_with_usage(ctx.endpoint, buf, &mut filter);
+                ctx.usage = usage;
             }
         }
         ResponseMode::Passthrough => {}
@@ -270,10 +271,12 @@ fn rewrite(_app: &App, body: &mut Option<Bytes>, eos: bool, ctx: &mut RequestCtx
                 return;
             }
             let whole = std::mem::take(buf).freeze();
-            ctx.usage = openai::response_usage(&whole);
             let result = {
                 let mut filter = |t: &str| ev.rewrite_text(Direction::Response, t);
-                openai::rewrite_response(endpoint, &whole, &mut filter)
+                let (result, usage) =
+                    openai::rewrite_response_with_usage(endpoint, &whole, &mut filter);
+                ctx.usage = usage;
+                result
             };
             let out = if let Some(block) = ev.blocked() {
                 Bytes::from(errors::body(
