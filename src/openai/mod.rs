@@ -4,6 +4,7 @@
 
 pub mod endpoint;
 pub mod errors;
+mod json;
 pub mod sse;
 pub mod stream;
 pub mod usage;
@@ -74,49 +75,51 @@ pub fn inspect_request(body: &[u8]) -> Result<RequestInfo, BodyError> {
 
 impl RequestInfo {
     /// What the proxy needs from a parsed request object.
-    fn from_root(root: &Value) -> RequestInfo {
-        let string = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_owned);
+    fn from_root(root: &json::Node<'_>) -> RequestInfo {
+        let string = |v: Option<&json::Node<'_>>| v.and_then(|v| v.as_str()).map(String::from);
         let user = string(root.get("user"))
             .or_else(|| string(root.get("safety_identifier")))
             .or_else(|| string(root.get("metadata").and_then(|m| m.get("user_id"))));
         RequestInfo {
             model: string(root.get("model")),
-            stream: root.get("stream").and_then(Value::as_bool) == Some(true),
+            stream: root.get("stream").and_then(json::Node::as_bool) == Some(true),
             user,
         }
     }
 }
 
-/// A request body parsed once (strictly: UTF-8, one JSON object, no duplicate keys), so that
-/// routing, the rule evaluator and the rewrite share one parse.
+/// A request body that parsed strictly (UTF-8, one JSON object, no duplicate keys), with what
+/// routing and the evaluator need from it. [`ParsedRequest::rewrite`] then edits the same
+/// bytes in place.
 #[derive(Debug)]
 pub struct ParsedRequest {
-    /// `None` for an empty (whitespace-only) body.
-    root: Option<Value>,
     pub info: RequestInfo,
 }
 
-/// Parses a request body; see [`ParsedRequest`].
+/// Validates a request body and reads its [`RequestInfo`]; see [`ParsedRequest`].
 pub fn parse_request(body: &[u8]) -> Result<ParsedRequest, BodyError> {
-    let root = parse_object(body)?;
-    let info = root
+    let text = std::str::from_utf8(body).map_err(|_| BodyError::InvalidUtf8)?;
+    let info = json::parse_object(text)?
         .as_ref()
         .map(RequestInfo::from_root)
         .unwrap_or_default();
-    Ok(ParsedRequest { root, info })
+    Ok(ParsedRequest { info })
 }
 
 impl ParsedRequest {
-    /// Filters the content fields of endpoint `ep` and, with `model`, sets the top-level model
-    /// (kept in place if present, appended otherwise). `Ok(None)`: nothing changed — forward
-    /// the original bytes untouched.
+    /// Filters the content fields of `body` (the bytes this was parsed from) for endpoint `ep`
+    /// and, with `model`, sets the top-level model (in place if present, appended otherwise).
+    /// Only changed strings are re-encoded; every other byte is forwarded as received.
+    /// `Ok(None)`: nothing changed — forward the original bytes.
     pub fn rewrite(
-        self,
+        &self,
+        body: &[u8],
         ep: Endpoint,
         f: &mut dyn TextFilter,
         model: Option<&str>,
     ) -> Result<Option<Vec<u8>>, BodyError> {
-        let Some(mut root) = self.root else {
+        let text = std::str::from_utf8(body).map_err(|_| BodyError::InvalidUtf8)?;
+        let Some(mut root) = json::parse_object(text)? else {
             return match model {
                 Some(_) => Err(BodyError::NotAnObject),
                 None => Ok(None),
@@ -128,18 +131,23 @@ impl ParsedRequest {
             w.request(ep, &mut root);
             changed = w.changed;
         }
+        let mut model_elsewhere = None;
         if let Some(model) = model {
-            if root.get("model").and_then(Value::as_str) != Some(model) {
-                if let Value::Object(map) = &mut root {
-                    map.insert("model".to_string(), Value::String(model.to_string()));
+            match root.get_mut("model") {
+                Some(m) if m.is_string() => {
+                    if m.as_str().as_deref() != Some(model) {
+                        m.set_string(model.to_string());
+                        changed = true;
+                    }
                 }
-                changed = true;
+                // Absent or not a string (rare): the generic path appends or replaces it.
+                _ => model_elsewhere = Some(model),
             }
         }
-        if changed {
-            to_vec(&root).map(Some)
-        } else {
-            Ok(None)
+        let out = changed.then(|| json::splice(text, &root));
+        match model_elsewhere {
+            Some(model) => set_model(out.as_deref().unwrap_or(body), model).map(Some),
+            None => Ok(out),
         }
     }
 }
@@ -194,20 +202,19 @@ pub fn rewrite_response_with_usage(
     ) {
         return (Ok(None), response_usage(body));
     }
-    let mut root = match parse_object(body) {
+    let Ok(text) = std::str::from_utf8(body) else {
+        return (Err(BodyError::InvalidUtf8), None);
+    };
+    let mut root = match json::parse_object(text) {
         Ok(Some(root)) => root,
         Ok(None) => return (Ok(None), None),
         Err(e) => return (Err(e), response_usage(body)),
     };
-    let usage = usage::value_usage(&root);
+    let usage = usage::node_usage(&root);
     let mut w = walker::Walk::new(f);
     w.response(ep, &mut root);
-    let out = if w.changed {
-        to_vec(&root).map(Some)
-    } else {
-        Ok(None)
-    };
-    (out, usage)
+    let out = w.changed.then(|| json::splice(text, &root));
+    (Ok(out), usage)
 }
 
 /// Sets the top-level `model` (kept in place if present, appended otherwise).
@@ -224,16 +231,13 @@ pub fn set_model(body: &[u8], model: &str) -> Result<Vec<u8>, BodyError> {
 
 fn rewrite_with(
     body: &[u8],
-    walk: impl FnOnce(&mut Value) -> bool,
+    walk: impl FnOnce(&mut json::Node<'_>) -> bool,
 ) -> Result<Option<Vec<u8>>, BodyError> {
-    let Some(mut root) = parse_object(body)? else {
+    let text = std::str::from_utf8(body).map_err(|_| BodyError::InvalidUtf8)?;
+    let Some(mut root) = json::parse_object(text)? else {
         return Ok(None);
     };
-    if walk(&mut root) {
-        to_vec(&root).map(Some)
-    } else {
-        Ok(None)
-    }
+    Ok(walk(&mut root).then(|| json::splice(text, &root)))
 }
 
 fn to_vec(v: &Value) -> Result<Vec<u8>, BodyError> {
@@ -433,7 +437,7 @@ mod tests {
                 let ep = Endpoint::ChatCompletions;
                 let mut f = redact;
                 let got = parse_request(body)
-                    .and_then(|p| p.rewrite(ep, &mut f, model))
+                    .and_then(|p| p.rewrite(body, ep, &mut f, model))
                     .map(|o| o.unwrap_or_else(|| body.to_vec()));
                 // The former two-pass path: rewrite, then set the model.
                 let mut f = redact;
@@ -443,7 +447,17 @@ mod tests {
                         Some(m) => set_model(&b, m),
                         None => Ok(b),
                     });
-                assert_eq!(got, expected, "{} {model:?}", String::from_utf8_lossy(body));
+                // Same JSON; the splice keeps the client's formatting where the old path
+                // re-serialised compactly.
+                let as_value = |r: Result<Vec<u8>, BodyError>| {
+                    r.map(|b| serde_json::from_slice::<Value>(&b).ok())
+                };
+                assert_eq!(
+                    as_value(got),
+                    as_value(expected),
+                    "{} {model:?}",
+                    String::from_utf8_lossy(body)
+                );
             }
             assert_eq!(
                 parse_request(body).map(|p| p.info),
@@ -452,10 +466,9 @@ mod tests {
                 String::from_utf8_lossy(body)
             );
         }
-        assert_eq!(
-            parse_request(br#"{"a":{"b":1,"b":2}}"#).unwrap_err(),
-            BodyError::InvalidJson("duplicate object key at line 1 column 15".into())
-        );
+        let dup = parse_request(br#"{"a":{"SECRET":1,"SECRET":2}}"#).unwrap_err();
+        assert!(matches!(dup, BodyError::InvalidJson(_)), "{dup:?}");
+        assert!(!dup.to_string().contains("SECRET"), "{dup}");
     }
 
     #[test]

@@ -5,6 +5,8 @@
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::json::Node;
+
 /// Normalised token counts. `prompt_tokens` includes cached input tokens for Anthropic.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Usage {
@@ -24,10 +26,15 @@ impl Usage {
     /// Reads a `usage` object in any of the supported dialects. `None` if it carries no counts.
     pub fn from_value(v: &Value) -> Option<Usage> {
         let obj = v.as_object()?;
-        let prompt = num(obj, "prompt_tokens").or_else(|| {
-            let input = num(obj, "input_tokens");
-            let created = num(obj, "cache_creation_input_tokens");
-            let read = num(obj, "cache_read_input_tokens");
+        Usage::from_counts(&|k: &str| num(obj, k))
+    }
+
+    /// From a lookup of a usage object's integer fields.
+    fn from_counts(num: &dyn Fn(&str) -> Option<u64>) -> Option<Usage> {
+        let prompt = num("prompt_tokens").or_else(|| {
+            let input = num("input_tokens");
+            let created = num("cache_creation_input_tokens");
+            let read = num("cache_read_input_tokens");
             if input.is_none() && created.is_none() && read.is_none() {
                 None
             } else {
@@ -36,8 +43,8 @@ impl Usage {
                 Some(input.unwrap_or(0) + created.unwrap_or(0) + read.unwrap_or(0))
             }
         });
-        let completion = num(obj, "completion_tokens").or_else(|| num(obj, "output_tokens"));
-        let total = num(obj, "total_tokens");
+        let completion = num("completion_tokens").or_else(|| num("output_tokens"));
+        let total = num("total_tokens");
         if prompt.is_none() && completion.is_none() && total.is_none() {
             return None;
         }
@@ -61,11 +68,16 @@ struct UsagePeek {
 }
 
 /// Usage of an already parsed response object: top-level `usage`, else `response.usage`.
-pub(crate) fn value_usage(root: &Value) -> Option<Usage> {
-    root.get("usage").and_then(Usage::from_value).or_else(|| {
+pub(crate) fn node_usage(root: &Node<'_>) -> Option<Usage> {
+    let counts = |u: &Node<'_>| {
+        u.is_object()
+            .then(|| Usage::from_counts(&|k: &str| u.get(k).and_then(Node::as_u64)))
+            .flatten()
+    };
+    root.get("usage").and_then(counts).or_else(|| {
         root.get("response")
             .and_then(|r| r.get("usage"))
-            .and_then(Usage::from_value)
+            .and_then(counts)
     })
 }
 

@@ -2,8 +2,104 @@
 //! text, tool-call arguments, prompts, …) and hands exactly those strings to a [`TextFilter`].
 //! Model names, ids, roles, tool names, image/file payloads and unknown fields are never touched.
 
+use std::borrow::Cow;
+
+use super::json::Node;
 use super::{Endpoint, TextFilter};
 use serde_json::Value;
+
+/// What the walker needs of a JSON value: implemented by `serde_json::Value` (stream events)
+/// and by the borrowed [`Node`] tree (whole bodies, rewritten in place by splicing).
+pub(crate) trait JsonNode: Sized {
+    fn get(&self, key: &str) -> Option<&Self>;
+    fn get_mut(&mut self, key: &str) -> Option<&mut Self>;
+    fn str_value(&self) -> Option<Cow<'_, str>>;
+    fn is_str(&self) -> bool;
+    fn is_obj(&self) -> bool;
+    fn array_mut(&mut self) -> Option<&mut [Self]>;
+    fn each_value_mut(&mut self, f: &mut dyn FnMut(&mut Self));
+    /// Runs `f` over a non-empty string value; true when it changed the value.
+    fn filter_str(&mut self, f: &mut dyn TextFilter) -> bool;
+
+    /// The `type` tag of an object, if it is a string.
+    fn type_tag(&self) -> Option<Cow<'_, str>> {
+        self.get("type").and_then(Self::str_value)
+    }
+}
+
+impl JsonNode for Value {
+    fn get(&self, key: &str) -> Option<&Value> {
+        Value::get(self, key)
+    }
+    fn get_mut(&mut self, key: &str) -> Option<&mut Value> {
+        Value::get_mut(self, key)
+    }
+    fn str_value(&self) -> Option<Cow<'_, str>> {
+        self.as_str().map(Cow::Borrowed)
+    }
+    fn is_str(&self) -> bool {
+        self.is_string()
+    }
+    fn is_obj(&self) -> bool {
+        self.is_object()
+    }
+    fn array_mut(&mut self) -> Option<&mut [Value]> {
+        self.as_array_mut().map(Vec::as_mut_slice)
+    }
+    fn each_value_mut(&mut self, f: &mut dyn FnMut(&mut Value)) {
+        if let Value::Object(map) = self {
+            map.values_mut().for_each(f);
+        }
+    }
+    fn filter_str(&mut self, f: &mut dyn TextFilter) -> bool {
+        if let Value::String(s) = self {
+            if !s.is_empty() {
+                if let Some(new) = f.filter(s) {
+                    if new != *s {
+                        *s = new;
+                        return true;
+                    }
+                }
+            }
+        }
+        false
+    }
+}
+
+impl JsonNode for Node<'_> {
+    fn get(&self, key: &str) -> Option<&Self> {
+        Node::get(self, key)
+    }
+    fn get_mut(&mut self, key: &str) -> Option<&mut Self> {
+        Node::get_mut(self, key)
+    }
+    fn str_value(&self) -> Option<Cow<'_, str>> {
+        self.as_str()
+    }
+    fn is_str(&self) -> bool {
+        self.is_string()
+    }
+    fn is_obj(&self) -> bool {
+        self.is_object()
+    }
+    fn array_mut(&mut self) -> Option<&mut [Self]> {
+        self.as_array_mut()
+    }
+    fn each_value_mut(&mut self, f: &mut dyn FnMut(&mut Self)) {
+        self.for_each_value_mut(f)
+    }
+    fn filter_str(&mut self, f: &mut dyn TextFilter) -> bool {
+        let new = match self.as_str() {
+            Some(cur) if !cur.is_empty() => match f.filter(&cur) {
+                Some(new) if new != cur => new,
+                _ => return false,
+            },
+            _ => return false,
+        };
+        self.set_string(new);
+        true
+    }
+}
 
 /// Which side of the exchange a body belongs to; a few item kinds are only content on one side.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -25,22 +121,14 @@ impl<'f> Walk<'f> {
     }
 
     /// Filters `v` if it is a non-empty string.
-    pub fn string(&mut self, v: &mut Value) {
-        if let Value::String(s) = v {
-            if s.is_empty() {
-                return;
-            }
-            if let Some(new) = self.f.filter(s) {
-                if new != *s {
-                    *s = new;
-                    self.changed = true;
-                }
-            }
+    pub fn string<N: JsonNode>(&mut self, v: &mut N) {
+        if v.filter_str(self.f) {
+            self.changed = true;
         }
     }
 
     /// Filters `obj[key]` if it is a string.
-    pub fn field(&mut self, obj: &mut Value, key: &str) {
+    pub fn field<N: JsonNode>(&mut self, obj: &mut N, key: &str) {
         if let Some(v) = obj.get_mut(key) {
             self.string(v);
         }
@@ -48,28 +136,29 @@ impl<'f> Walk<'f> {
 
     /// Filters every string value (not keys) below `v`. Depth is bounded by serde_json's parser
     /// recursion limit (128), so the recursion cannot overflow the stack.
-    pub fn strings_deep(&mut self, v: &mut Value) {
-        match v {
-            Value::String(_) => self.string(v),
-            Value::Array(items) => items.iter_mut().for_each(|i| self.strings_deep(i)),
-            Value::Object(map) => map.values_mut().for_each(|i| self.strings_deep(i)),
-            _ => {}
+    pub fn strings_deep<N: JsonNode>(&mut self, v: &mut N) {
+        if v.is_str() {
+            self.string(v);
+        } else if let Some(items) = v.array_mut() {
+            items.iter_mut().for_each(|i| self.strings_deep(i));
+        } else {
+            v.each_value_mut(&mut |i| self.strings_deep(i));
         }
     }
 
     /// A string, or an array whose string elements are filtered (token arrays are left alone).
-    fn string_or_strings(&mut self, v: &mut Value) {
-        match v {
-            Value::String(_) => self.string(v),
-            Value::Array(items) => items.iter_mut().for_each(|i| self.string(i)),
-            _ => {}
+    fn string_or_strings<N: JsonNode>(&mut self, v: &mut N) {
+        if v.is_str() {
+            self.string(v);
+        } else if let Some(items) = v.array_mut() {
+            items.iter_mut().for_each(|i| self.string(i));
         }
     }
 
     /// A content part (`text`, `input_text`, `output_text`, `summary_text`, `refusal`, or an
     /// untyped `{"text": …}`); image/audio/file parts carry no text and are skipped.
-    pub fn part(&mut self, p: &mut Value) {
-        match p.get("type").and_then(Value::as_str) {
+    pub fn part<N: JsonNode>(&mut self, p: &mut N) {
+        match p.type_tag().as_deref() {
             None | Some("text" | "input_text" | "output_text" | "summary_text") => {
                 self.field(p, "text")
             }
@@ -79,16 +168,16 @@ impl<'f> Walk<'f> {
     }
 
     /// Content that is either a plain string or an array of parts.
-    fn content(&mut self, v: &mut Value) {
-        match v {
-            Value::String(_) => self.string(v),
-            Value::Array(parts) => parts.iter_mut().for_each(|p| self.part(p)),
-            _ => {}
+    fn content<N: JsonNode>(&mut self, v: &mut N) {
+        if v.is_str() {
+            self.string(v);
+        } else if let Some(parts) = v.array_mut() {
+            parts.iter_mut().for_each(|p| self.part(p));
         }
     }
 
-    fn tool_calls(&mut self, v: &mut Value) {
-        if let Some(calls) = v.as_array_mut() {
+    fn tool_calls<N: JsonNode>(&mut self, v: &mut N) {
+        if let Some(calls) = v.array_mut() {
             for tc in calls {
                 if let Some(func) = tc.get_mut("function") {
                     self.field(func, "arguments");
@@ -101,7 +190,7 @@ impl<'f> Walk<'f> {
     }
 
     /// A Chat Completions message (request `messages[]` or response `choices[].message`).
-    fn chat_message(&mut self, msg: &mut Value) {
+    fn chat_message<N: JsonNode>(&mut self, msg: &mut N) {
         if let Some(c) = msg.get_mut("content") {
             self.content(c);
         }
@@ -121,8 +210,8 @@ impl<'f> Walk<'f> {
     }
 
     /// One Responses API item (request `input[]`, response `output[]`, stream `item`).
-    pub fn responses_item(&mut self, item: &mut Value, side: Side) {
-        match item.get("type").and_then(Value::as_str) {
+    pub fn responses_item<N: JsonNode>(&mut self, item: &mut N, side: Side) {
+        match item.type_tag().as_deref() {
             None | Some("message") => {
                 if let Some(c) = item.get_mut("content") {
                     self.content(c);
@@ -138,7 +227,7 @@ impl<'f> Walk<'f> {
             // Model-written reasoning summaries are shown to users; on the request side they are
             // echoes of an earlier (already filtered) response and may be integrity-checked.
             Some("reasoning") if side == Side::Response => {
-                if let Some(Value::Array(parts)) = item.get_mut("summary") {
+                if let Some(parts) = item.get_mut("summary").and_then(N::array_mut) {
                     parts.iter_mut().for_each(|p| self.part(p));
                 }
             }
@@ -147,27 +236,27 @@ impl<'f> Walk<'f> {
     }
 
     /// A Responses `input`/`instructions`/`output`: a string or an array of items.
-    fn responses_items(&mut self, v: &mut Value, side: Side) {
-        match v {
-            Value::String(_) => self.string(v),
-            Value::Array(items) => items.iter_mut().for_each(|i| self.responses_item(i, side)),
-            _ => {}
+    fn responses_items<N: JsonNode>(&mut self, v: &mut N, side: Side) {
+        if v.is_str() {
+            self.string(v);
+        } else if let Some(items) = v.array_mut() {
+            items.iter_mut().for_each(|i| self.responses_item(i, side));
         }
     }
 
     /// Anthropic content: a string or an array of content blocks.
-    pub fn anthropic_content(&mut self, v: &mut Value) {
-        match v {
-            Value::String(_) => self.string(v),
-            Value::Array(blocks) => blocks.iter_mut().for_each(|b| self.anthropic_block(b)),
-            _ => {}
+    pub fn anthropic_content<N: JsonNode>(&mut self, v: &mut N) {
+        if v.is_str() {
+            self.string(v);
+        } else if let Some(blocks) = v.array_mut() {
+            blocks.iter_mut().for_each(|b| self.anthropic_block(b));
         }
     }
 
     /// One Anthropic content block. Thinking blocks are signed by the provider and must stay
     /// byte-identical, so they are never touched.
-    pub fn anthropic_block(&mut self, b: &mut Value) {
-        match b.get("type").and_then(Value::as_str) {
+    pub fn anthropic_block<N: JsonNode>(&mut self, b: &mut N) {
+        match b.type_tag().as_deref() {
             Some("text") => self.field(b, "text"),
             Some("tool_use" | "server_tool_use" | "mcp_tool_use") => {
                 if let Some(input) = b.get_mut("input") {
@@ -181,7 +270,7 @@ impl<'f> Walk<'f> {
             }
             Some("document") => {
                 if let Some(src) = b.get_mut("source") {
-                    match src.get("type").and_then(Value::as_str) {
+                    match src.type_tag().as_deref() {
                         Some("text") => self.field(src, "data"),
                         Some("content") => {
                             if let Some(c) = src.get_mut("content") {
@@ -197,10 +286,10 @@ impl<'f> Walk<'f> {
     }
 
     /// Walks the content fields of a request body of endpoint `ep`.
-    pub fn request(&mut self, ep: Endpoint, root: &mut Value) {
+    pub fn request<N: JsonNode>(&mut self, ep: Endpoint, root: &mut N) {
         match ep {
             Endpoint::ChatCompletions => {
-                if let Some(Value::Array(msgs)) = root.get_mut("messages") {
+                if let Some(msgs) = root.get_mut("messages").and_then(N::array_mut) {
                     msgs.iter_mut().for_each(|m| self.chat_message(m));
                 }
                 // Predicted outputs are sent to the provider verbatim.
@@ -224,16 +313,14 @@ impl<'f> Walk<'f> {
                     self.responses_items(ins, Side::Request);
                 }
                 // Prompt-template variables are substituted into the prompt server-side.
-                if let Some(Value::Object(vars)) =
-                    root.get_mut("prompt").and_then(|p| p.get_mut("variables"))
-                {
-                    for v in vars.values_mut() {
-                        match v {
-                            Value::String(_) => self.string(v),
-                            Value::Object(_) => self.part(v),
-                            _ => {}
+                if let Some(vars) = root.get_mut("prompt").and_then(|p| p.get_mut("variables")) {
+                    vars.each_value_mut(&mut |v| {
+                        if v.is_str() {
+                            self.string(v);
+                        } else if v.is_obj() {
+                            self.part(v);
                         }
-                    }
+                    });
                 }
             }
             Endpoint::Embeddings => {
@@ -245,7 +332,7 @@ impl<'f> Walk<'f> {
                 if let Some(sys) = root.get_mut("system") {
                     self.anthropic_content(sys);
                 }
-                if let Some(Value::Array(msgs)) = root.get_mut("messages") {
+                if let Some(msgs) = root.get_mut("messages").and_then(N::array_mut) {
                     for m in msgs {
                         if let Some(c) = m.get_mut("content") {
                             self.anthropic_content(c);
@@ -258,10 +345,10 @@ impl<'f> Walk<'f> {
     }
 
     /// Walks the content fields of a (non-streamed) response body of endpoint `ep`.
-    pub fn response(&mut self, ep: Endpoint, root: &mut Value) {
+    pub fn response<N: JsonNode>(&mut self, ep: Endpoint, root: &mut N) {
         match ep {
             Endpoint::ChatCompletions => {
-                if let Some(Value::Array(choices)) = root.get_mut("choices") {
+                if let Some(choices) = root.get_mut("choices").and_then(N::array_mut) {
                     for c in choices {
                         if let Some(m) = c.get_mut("message") {
                             self.chat_message(m);
@@ -270,7 +357,7 @@ impl<'f> Walk<'f> {
                 }
             }
             Endpoint::Completions => {
-                if let Some(Value::Array(choices)) = root.get_mut("choices") {
+                if let Some(choices) = root.get_mut("choices").and_then(N::array_mut) {
                     for c in choices {
                         self.field(c, "text");
                     }

@@ -159,7 +159,12 @@ pub fn evaluate(
     let model_rewrite = ctx.model_rewrite.clone();
     let rewritten = {
         let mut filter = |t: &str| ev.rewrite_text(Direction::Request, t);
-        req.rewrite(ctx.endpoint, &mut filter, model_rewrite.as_deref())
+        req.rewrite(
+            &decoded,
+            ctx.endpoint,
+            &mut filter,
+            model_rewrite.as_deref(),
+        )
     };
     let blocked = ev.blocked().cloned();
     ctx.evaluator = Some(ev);
