@@ -18,6 +18,116 @@ pub fn free_port() -> u16 {
         .expect("bind an ephemeral port")
 }
 
+fn write_config(
+    opts: &Options,
+    mock: &MockServer,
+    dir: &Path,
+    rules_dir: &Path,
+    audit_dir: &Path,
+    proxy_port: u16,
+    admin_port: u16,
+) -> PathBuf {
+    let upstreams = opts.upstreams_yaml.clone().unwrap_or_else(|| {
+        format!(
+            "upstreams:\n  - name: mock\n    base_url: http://{}\n",
+            mock.addr
+        )
+    });
+    let yaml = format!(
+        "listen: 127.0.0.1:{proxy_port}\n\
+         server:\n  threads: 2\n  grace_period_secs: 0\n  shutdown_timeout_secs: 1\n\
+         admin:\n  listen: 127.0.0.1:{admin_port}\n  jwt:\n    secret: test-secret-0123456789abcdef-0123456789abcdef\n\
+         {upstreams}\
+         rules:\n  dir: {rules}\n  mode: {mode}\n  reload_debounce_ms: 100\n\
+         audit:\n  enabled: {audit}\n  dir: {audit_dir}\n  fsync: batch\n{audit_extra}\
+         telemetry:\n  log_format: json\n  log_level: info\n{telemetry}\
+         {extra}\n",
+        rules = rules_dir.display(),
+        mode = opts.rules_mode,
+        audit = opts.audit,
+        audit_dir = audit_dir.display(),
+        audit_extra = opts.audit_yaml,
+        telemetry = opts.telemetry_yaml,
+        extra = opts.extra_yaml,
+    );
+    let config_path = dir.join("jimini.yaml");
+    std::fs::write(&config_path, yaml).unwrap();
+    config_path
+}
+
+type Logs = Arc<Mutex<Vec<String>>>;
+
+fn spawn_jimini(opts: &Options, dir: &Path, config_path: &Path) -> (Child, Logs) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_jimini"));
+    cmd.arg("serve")
+        .arg("-c")
+        .arg(config_path)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .env_remove("JIMINI_LISTEN")
+        .env_remove("JIMINI_ADMIN_LISTEN")
+        .env_remove("JIMINI_UPSTREAM_URL")
+        .env_remove("JIMINI_SHADOW")
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .env("RUST_LOG", "info");
+    for (k, v) in &opts.env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("spawn jimini");
+    let logs = Arc::new(Mutex::new(Vec::new()));
+    for stream in [
+        child
+            .stdout
+            .take()
+            .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+        child
+            .stderr
+            .take()
+            .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        let logs = logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                logs.lock().unwrap().push(line);
+            }
+        });
+    }
+    (child, logs)
+}
+
+/// Both listeners accept, or the logs so far (the process exited, or 30 s passed).
+fn wait_ready(
+    child: &mut Child,
+    logs: &Logs,
+    proxy_port: u16,
+    admin_port: u16,
+) -> Result<(), String> {
+    let text = || logs.lock().unwrap().join("\n");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let up = |port: u16| std::net::TcpStream::connect(("127.0.0.1", port)).is_ok();
+        if up(admin_port) && up(proxy_port) {
+            return Ok(());
+        }
+        if let Ok(Some(_)) = child.try_wait() {
+            // Give the log readers a moment to drain the pipes.
+            std::thread::sleep(Duration::from_millis(100));
+            return Err(text());
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(text());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -113,74 +223,30 @@ impl Jimini {
             .audit_dir
             .clone()
             .unwrap_or_else(|| dir.path().join("audit"));
-        let proxy_port = free_port();
-        let admin_port = free_port();
-        let upstreams = opts.upstreams_yaml.clone().unwrap_or_else(|| {
-            format!(
-                "upstreams:\n  - name: mock\n    base_url: http://{}\n",
-                mock.addr
-            )
-        });
-        let yaml = format!(
-            "listen: 127.0.0.1:{proxy_port}\n\
-             server:\n  threads: 2\n  grace_period_secs: 0\n  shutdown_timeout_secs: 1\n\
-             admin:\n  listen: 127.0.0.1:{admin_port}\n  jwt:\n    secret: test-secret-0123456789abcdef-0123456789abcdef\n\
-             {upstreams}\
-             rules:\n  dir: {rules}\n  mode: {mode}\n  reload_debounce_ms: 100\n\
-             audit:\n  enabled: {audit}\n  dir: {audit_dir}\n  fsync: batch\n{audit_extra}\
-             telemetry:\n  log_format: json\n  log_level: info\n{telemetry}\
-             {extra}\n",
-            rules = rules_dir.display(),
-            mode = opts.rules_mode,
-            audit = opts.audit,
-            audit_dir = audit_dir.display(),
-            audit_extra = opts.audit_yaml,
-            telemetry = opts.telemetry_yaml,
-            extra = opts.extra_yaml,
-        );
-        let config_path = dir.path().join("jimini.yaml");
-        std::fs::write(&config_path, yaml).unwrap();
-
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_jimini"));
-        cmd.arg("serve")
-            .arg("-c")
-            .arg(&config_path)
-            .current_dir(dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .env_remove("JIMINI_LISTEN")
-            .env_remove("JIMINI_ADMIN_LISTEN")
-            .env_remove("JIMINI_UPSTREAM_URL")
-            .env_remove("JIMINI_SHADOW")
-            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
-            .env("RUST_LOG", "info");
-        for (k, v) in &opts.env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("spawn jimini");
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        for stream in [
-            child
-                .stdout
-                .take()
-                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-            child
-                .stderr
-                .take()
-                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            let logs = logs.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    logs.lock().unwrap().push(line);
-                }
-            });
-        }
-        let j = Jimini {
+        // A port picked by `free_port` can be taken by someone else (another test's outgoing
+        // connection) before jimini binds it: start again on fresh ports when that happens.
+        let mut attempt = 0;
+        let (child, logs, proxy_port, admin_port, config_path) = loop {
+            attempt += 1;
+            let proxy_port = free_port();
+            let admin_port = free_port();
+            let config_path = write_config(
+                &opts,
+                &mock,
+                dir.path(),
+                &rules_dir,
+                &audit_dir,
+                proxy_port,
+                admin_port,
+            );
+            let (mut child, logs) = spawn_jimini(&opts, dir.path(), &config_path);
+            match wait_ready(&mut child, &logs, proxy_port, admin_port) {
+                Ok(()) => break (child, logs, proxy_port, admin_port, config_path),
+                Err(text) if attempt < 5 && text.contains("Address already in use") => continue,
+                Err(text) => panic!("jimini did not start; logs:\n{text}"),
+            }
+        };
+        Jimini {
             child,
             dir,
             proxy: format!("127.0.0.1:{proxy_port}"),
@@ -190,23 +256,6 @@ impl Jimini {
             rules_dir,
             audit_dir,
             logs,
-        };
-        j.wait_ready();
-        j
-    }
-
-    fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let admin_ok = std::net::TcpStream::connect(&self.admin).is_ok();
-            let proxy_ok = std::net::TcpStream::connect(&self.proxy).is_ok();
-            if admin_ok && proxy_ok {
-                return;
-            }
-            if Instant::now() > deadline {
-                panic!("jimini did not start; logs:\n{}", self.logs_text());
-            }
-            std::thread::sleep(Duration::from_millis(50));
         }
     }
 
