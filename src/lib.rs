@@ -9,6 +9,7 @@ pub mod admin;
 pub mod audit;
 pub mod cli;
 pub mod config;
+mod json_text;
 pub mod mock;
 pub mod openai;
 pub mod proxy;

@@ -7,6 +7,7 @@ use std::borrow::Cow;
 use std::collections::HashSet;
 
 use super::BodyError;
+use crate::json_text::{plain_run_end, push_json_str};
 
 /// Nesting deeper than this is rejected (serde_json's default recursion limit).
 const MAX_DEPTH: usize = 128;
@@ -160,7 +161,7 @@ fn splice_into(src: &str, node: &Node<'_>, out: &mut Vec<u8>, copied: &mut usize
     match &node.kind {
         Kind::Str(JsonStr { new: Some(new), .. }) => {
             out.extend_from_slice(&src.as_bytes()[*copied..node.start]);
-            encode_str(new, out);
+            push_json_str(out, new);
             *copied = node.end;
         }
         Kind::Arr(items) => items.iter().for_each(|n| splice_into(src, n, out, copied)),
@@ -169,68 +170,6 @@ fn splice_into(src: &str, node: &Node<'_>, out: &mut Vec<u8>, copied: &mut usize
             .for_each(|(_, n)| splice_into(src, n, out, copied)),
         _ => {}
     }
-}
-
-/// JSON string encoding as serde_json writes it: `"` `\` and control characters escaped,
-/// everything else (including non-ASCII) verbatim.
-pub(crate) fn encode_str(s: &str, out: &mut Vec<u8>) {
-    out.push(b'"');
-    let bytes = s.as_bytes();
-    let mut start = 0;
-    let mut i = 0;
-    loop {
-        i = plain_run_end(bytes, i);
-        let Some(&c) = bytes.get(i) else { break };
-        let esc: &[u8] = match c {
-            b'"' => b"\\\"",
-            b'\\' => b"\\\\",
-            b'\n' => b"\\n",
-            b'\r' => b"\\r",
-            b'\t' => b"\\t",
-            0x08 => b"\\b",
-            0x0c => b"\\f",
-            _ => b"",
-        };
-        out.extend_from_slice(&bytes[start..i]);
-        if esc.is_empty() {
-            const HEX: &[u8; 16] = b"0123456789abcdef";
-            out.extend_from_slice(b"\\u00");
-            out.push(HEX[(c >> 4) as usize]);
-            out.push(HEX[(c & 0xf) as usize]);
-        } else {
-            out.extend_from_slice(esc);
-        }
-        i += 1;
-        start = i;
-    }
-    out.extend_from_slice(&bytes[start..]);
-    out.push(b'"');
-}
-
-/// Index of the first byte at or after `from` that ends a plain run inside a JSON string: `"`,
-/// `\\` or a control character. Eight bytes per step (SWAR): strings are most of a body.
-fn plain_run_end(b: &[u8], mut i: usize) -> usize {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    let zero_byte = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
-    while i + 8 <= b.len() {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(&b[i..i + 8]);
-        let x = u64::from_le_bytes(word);
-        // Bytes < 0x20 (exact for ASCII; a byte >= 0x80 never sets its flag), then `"`, `\`.
-        let special = (x.wrapping_sub(ONES * 0x20) & !x & HIGH)
-            | zero_byte(x ^ (ONES * u64::from(b'"')))
-            | zero_byte(x ^ (ONES * u64::from(b'\\')));
-        if special != 0 {
-            // The lowest flagged byte is exact (borrows only run upwards).
-            return i + (special.trailing_zeros() / 8) as usize;
-        }
-        i += 8;
-    }
-    while i < b.len() && !matches!(b[i], b'"' | b'\\' | 0..=0x1f) {
-        i += 1;
-    }
-    i
 }
 
 /// Decodes the escapes of a string body the parser has already validated.
@@ -603,34 +542,6 @@ mod tests {
                     matches!(a, BodyError::NotAnObject),
                     matches!(b, BodyError::NotAnObject),
                     "{text}: {a:?} vs {b:?}"
-                );
-            }
-        }
-    }
-
-    #[test]
-    fn plain_run_end_matches_a_byte_scan() {
-        let special = |c: u8| matches!(c, b'"' | b'\\' | 0..=0x1f);
-        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
-        for _ in 0..2000 {
-            let len = (rng % 40) as usize;
-            let bytes: Vec<u8> = (0..len)
-                .map(|_| {
-                    rng ^= rng << 13;
-                    rng ^= rng >> 7;
-                    rng ^= rng << 17;
-                    // Mostly plain text and UTF-8 lead/continuation bytes, some specials.
-                    [
-                        b'a', 0xc3, 0xa9, 0xff, 0x7f, 0x20, b'"', b'\\', 0x00, 0x1f, 0x21, 0x5b,
-                    ][(rng % 12) as usize]
-                })
-                .collect();
-            for from in 0..=len {
-                let expected = (from..len).find(|&i| special(bytes[i])).unwrap_or(len);
-                assert_eq!(
-                    plain_run_end(&bytes, from),
-                    expected,
-                    "{bytes:?} from {from}"
                 );
             }
         }
