@@ -3,7 +3,7 @@
 # system packages (cmake for pingora's zlib-ng, wrk for load tests, redis for shared limits,
 # promtool and docker-compose for deploy checks), a Python venv with the official openai SDK, and
 # the Node openai SDK under tests/node. `--build-only`: just what building and running Jimini
-# needs (cmake, pkg-config, libssl-dev), for scripts/run.sh.
+# needs (cmake, pkg-config, libssl-dev, and gcc + make for the bundled jemalloc), for scripts/run.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD_ONLY=""
@@ -12,7 +12,7 @@ BUILD_ONLY=""
 SUDO=""
 if [ "$(id -u)" != "0" ]; then SUDO="sudo"; fi
 
-want=(cmake pkg-config libssl-dev)
+want=(cmake pkg-config libssl-dev gcc make)
 [ -n "$BUILD_ONLY" ] || want+=(wrk redis-server prometheus docker-compose curl)
 missing=()
 for pkg in "${want[@]}"; do
