@@ -82,6 +82,8 @@ pub struct RequestCtx {
     pub upstream_headers_at: Option<Instant>,
     pub first_token_at: Option<Instant>,
     pub stream_stopped: bool,
+    /// The client socket is corked until the response completes (see `cork.rs`).
+    pub corked: bool,
     pub usage: Option<Usage>,
     /// Time spent inside Jimini's own filters.
     pub overhead: Duration,
@@ -140,6 +142,7 @@ impl RequestCtx {
             response_scan_time: Duration::ZERO,
             trace: None,
             unscanned: false,
+            corked: false,
             audited: false,
             span: tracing::Span::none(),
         }

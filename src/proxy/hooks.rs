@@ -140,6 +140,10 @@ impl ProxyHttp for JiminiProxy {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        if ctx.corked {
+            // The response is complete (or abandoned): release what the kernel holds.
+            ctx.corked = !super::cork::set(session, false);
+        }
         finish::record(&self.app, session, e, ctx).await;
     }
 }

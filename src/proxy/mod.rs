@@ -6,6 +6,7 @@
 
 mod admission;
 pub mod app;
+mod cork;
 mod ctx;
 mod finish;
 mod hooks;

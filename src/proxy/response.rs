@@ -41,12 +41,16 @@ impl StreamFilter for StreamAdapter<'_> {
 
 pub fn on_headers(
     _app: &App,
-    _session: &mut Session,
+    session: &mut Session,
     resp: &mut ResponseHeader,
     ctx: &mut RequestCtx,
 ) -> Result<()> {
     let _entered = ctx.span.clone().entered();
     ctx.timed(|ctx| choose_mode(resp, ctx));
+    // A JSON body held whole until its end: keep the head back until then, too.
+    if matches!(ctx.response_mode, ResponseMode::Json(_)) && !ctx.observe_only && !ctx.corked {
+        ctx.corked = super::cork::set(session, true);
+    }
     Ok(())
 }
 
