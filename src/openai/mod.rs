@@ -70,7 +70,11 @@ pub trait StreamFilter {
 
 /// Reads model, stream flag and end-user id. An empty (whitespace-only) body yields the default.
 pub fn inspect_request(body: &[u8]) -> Result<RequestInfo, BodyError> {
-    Ok(parse_request(body)?.info)
+    let text = std::str::from_utf8(body).map_err(|_| BodyError::InvalidUtf8)?;
+    Ok(json::parse_object(text)?
+        .as_ref()
+        .map(RequestInfo::from_root)
+        .unwrap_or_default())
 }
 
 impl RequestInfo {
@@ -88,67 +92,46 @@ impl RequestInfo {
     }
 }
 
-/// A request body that parsed strictly (UTF-8, one JSON object, no duplicate keys), with what
-/// routing and the evaluator need from it. [`ParsedRequest::rewrite`] then edits the same
-/// bytes in place.
-#[derive(Debug)]
-pub struct ParsedRequest {
-    pub info: RequestInfo,
-}
-
-/// Validates a request body and reads its [`RequestInfo`]; see [`ParsedRequest`].
-pub fn parse_request(body: &[u8]) -> Result<ParsedRequest, BodyError> {
+/// Filters the content fields of a request body for endpoint `ep` and, with `model`, sets the
+/// top-level model (in place if present, appended otherwise). Only changed strings are
+/// re-encoded; every other byte is forwarded as received. `Ok(None)`: nothing changed — forward
+/// the original bytes. The body is parsed strictly whatever the endpoint.
+pub fn rewrite_request_body(
+    ep: Endpoint,
+    body: &[u8],
+    f: &mut dyn TextFilter,
+    model: Option<&str>,
+) -> Result<Option<Vec<u8>>, BodyError> {
     let text = std::str::from_utf8(body).map_err(|_| BodyError::InvalidUtf8)?;
-    let info = json::parse_object(text)?
-        .as_ref()
-        .map(RequestInfo::from_root)
-        .unwrap_or_default();
-    Ok(ParsedRequest { info })
-}
-
-impl ParsedRequest {
-    /// Filters the content fields of `body` (the bytes this was parsed from) for endpoint `ep`
-    /// and, with `model`, sets the top-level model (in place if present, appended otherwise).
-    /// Only changed strings are re-encoded; every other byte is forwarded as received.
-    /// `Ok(None)`: nothing changed — forward the original bytes.
-    pub fn rewrite(
-        &self,
-        body: &[u8],
-        ep: Endpoint,
-        f: &mut dyn TextFilter,
-        model: Option<&str>,
-    ) -> Result<Option<Vec<u8>>, BodyError> {
-        let text = std::str::from_utf8(body).map_err(|_| BodyError::InvalidUtf8)?;
-        let Some(mut root) = json::parse_object(text)? else {
-            return match model {
-                Some(_) => Err(BodyError::NotAnObject),
-                None => Ok(None),
-            };
+    let Some(mut root) = json::parse_object(text)? else {
+        return match model {
+            Some(_) => Err(BodyError::NotAnObject),
+            None => Ok(None),
         };
-        let mut changed = false;
-        if ep.has_content() {
-            let mut w = walker::Walk::new(f);
-            w.request(ep, &mut root);
-            changed = w.changed;
-        }
-        let mut model_elsewhere = None;
-        if let Some(model) = model {
-            match root.get_mut("model") {
-                Some(m) if m.is_string() => {
-                    if m.as_str().as_deref() != Some(model) {
-                        m.set_string(model.to_string());
-                        changed = true;
-                    }
+    };
+    let mut changed = false;
+    if ep.has_content() {
+        let mut w = walker::Walk::new(f);
+        w.request(ep, &mut root);
+        changed = w.changed;
+    }
+    let mut model_elsewhere = None;
+    if let Some(model) = model {
+        match root.get_mut("model") {
+            Some(m) if m.is_string() => {
+                if m.as_str().as_deref() != Some(model) {
+                    m.set_string(model.to_string());
+                    changed = true;
                 }
-                // Absent or not a string (rare): the generic path appends or replaces it.
-                _ => model_elsewhere = Some(model),
             }
+            // Absent or not a string (rare): the generic path appends or replaces it.
+            _ => model_elsewhere = Some(model),
         }
-        let out = changed.then(|| json::splice(text, &root));
-        match model_elsewhere {
-            Some(model) => set_model(out.as_deref().unwrap_or(body), model).map(Some),
-            None => Ok(out),
-        }
+    }
+    let out = changed.then(|| json::splice(text, &root));
+    match model_elsewhere {
+        Some(model) => set_model(out.as_deref().unwrap_or(body), model).map(Some),
+        None => Ok(out),
     }
 }
 
@@ -162,31 +145,17 @@ pub fn rewrite_request(
     if !ep.has_content() {
         return Ok(None);
     }
-    rewrite_with(body, |root| {
-        let mut w = walker::Walk::new(f);
-        w.request(ep, root);
-        w.changed
-    })
+    rewrite_request_body(ep, body, f, None)
 }
 
 /// Rewrites the content fields of a non-streamed response body; `Ok(None)` when unchanged.
-/// Embeddings, model listings and unknown endpoints are never parsed.
+/// Embeddings, model listings and unknown endpoints are never rewritten.
 pub fn rewrite_response(
     ep: Endpoint,
     body: &[u8],
     f: &mut dyn TextFilter,
 ) -> Result<Option<Vec<u8>>, BodyError> {
-    if matches!(
-        ep,
-        Endpoint::Embeddings | Endpoint::Models | Endpoint::Other
-    ) {
-        return Ok(None);
-    }
-    rewrite_with(body, |root| {
-        let mut w = walker::Walk::new(f);
-        w.response(ep, root);
-        w.changed
-    })
+    rewrite_response_with_usage(ep, body, f).0
 }
 
 /// [`rewrite_response`] and [`response_usage`] from one parse of the body. A body that cannot be
@@ -227,17 +196,6 @@ pub fn set_model(body: &[u8], model: &str) -> Result<Vec<u8>, BodyError> {
         map.insert("model".to_string(), Value::String(model.to_string()));
     }
     to_vec(&root)
-}
-
-fn rewrite_with(
-    body: &[u8],
-    walk: impl FnOnce(&mut json::Node<'_>) -> bool,
-) -> Result<Option<Vec<u8>>, BodyError> {
-    let text = std::str::from_utf8(body).map_err(|_| BodyError::InvalidUtf8)?;
-    let Some(mut root) = json::parse_object(text)? else {
-        return Ok(None);
-    };
-    Ok(walk(&mut root).then(|| json::splice(text, &root)))
 }
 
 fn to_vec(v: &Value) -> Result<Vec<u8>, BodyError> {
@@ -423,7 +381,7 @@ mod tests {
     }
 
     #[test]
-    fn parsed_request_matches_separate_steps() {
+    fn one_pass_request_rewrite_matches_separate_steps() {
         let redact = |t: &str| t.contains("SECRET").then(|| t.replace("SECRET", "[X]"));
         let bodies: &[&[u8]] = &[
             br#"{"model":"a","messages":[{"role":"user","content":"hi SECRET"}],"n":1}"#,
@@ -436,8 +394,7 @@ mod tests {
             for model in [None, Some("a"), Some("m\"x")] {
                 let ep = Endpoint::ChatCompletions;
                 let mut f = redact;
-                let got = parse_request(body)
-                    .and_then(|p| p.rewrite(body, ep, &mut f, model))
+                let got = rewrite_request_body(ep, body, &mut f, model)
                     .map(|o| o.unwrap_or_else(|| body.to_vec()));
                 // The former two-pass path: rewrite, then set the model.
                 let mut f = redact;
@@ -459,14 +416,8 @@ mod tests {
                     String::from_utf8_lossy(body)
                 );
             }
-            assert_eq!(
-                parse_request(body).map(|p| p.info),
-                inspect_request(body),
-                "{}",
-                String::from_utf8_lossy(body)
-            );
         }
-        let dup = parse_request(br#"{"a":{"SECRET":1,"SECRET":2}}"#).unwrap_err();
+        let dup = inspect_request(br#"{"a":{"SECRET":1,"SECRET":2}}"#).unwrap_err();
         assert!(matches!(dup, BodyError::InvalidJson(_)), "{dup:?}");
         assert!(!dup.to_string().contains("SECRET"), "{dup}");
     }

@@ -178,8 +178,8 @@ pub async fn admit(app: &App, session: &mut Session, ctx: &mut RequestCtx) -> Op
             ctx.request_scan_time.0 = Some(std::time::SystemTime::now());
             match request_body::parse(ctx, &raw) {
                 Ok(p) => {
-                    if let request_body::Parsed::Json(_, req) = &p {
-                        ctx.dispatch_model = req.info.model.clone();
+                    if let request_body::Parsed::Json(_, info) = &p {
+                        ctx.dispatch_model = info.model.clone();
                     }
                     parsed = Some(p);
                 }
@@ -207,7 +207,7 @@ pub async fn admit(app: &App, session: &mut Session, ctx: &mut RequestCtx) -> Op
 
     if let Some(p) = parsed {
         let out = match p {
-            request_body::Parsed::Json(decoded, req) => request_body::evaluate(ctx, decoded, req),
+            request_body::Parsed::Json(decoded, info) => request_body::evaluate(ctx, decoded, info),
             request_body::Parsed::Unscanned(bytes) => Ok(bytes),
         };
         ctx.request_scan_time.1 = Some(std::time::SystemTime::now());

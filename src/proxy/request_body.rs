@@ -78,14 +78,14 @@ fn handle(_app: &App, body: &mut Option<Bytes>, eos: bool, ctx: &mut RequestCtx)
 
 /// A complete request body, decoded and parsed — or forwarded unscanned (fail-open).
 pub enum Parsed {
-    Json(Bytes, openai::ParsedRequest),
+    Json(Bytes, openai::RequestInfo),
     Unscanned(Bytes),
 }
 
 /// Parse, evaluate and rewrite the complete body. Returns the bytes to send upstream.
 fn process(ctx: &mut RequestCtx, raw: &Bytes) -> std::result::Result<Bytes, ClientError> {
     match parse(ctx, raw)? {
-        Parsed::Json(decoded, req) => evaluate(ctx, decoded, req),
+        Parsed::Json(decoded, info) => evaluate(ctx, decoded, info),
         Parsed::Unscanned(bytes) => Ok(bytes),
     }
 }
@@ -102,8 +102,8 @@ pub fn parse(ctx: &mut RequestCtx, raw: &Bytes) -> std::result::Result<Parsed, C
     } else {
         raw.clone()
     };
-    match openai::parse_request(&decoded) {
-        Ok(req) => Ok(Parsed::Json(decoded, req)),
+    match openai::inspect_request(&decoded) {
+        Ok(info) => Ok(Parsed::Json(decoded, info)),
         Err(e) => unparseable(ctx, fail_mode, &decoded, &e.to_string()).map(Parsed::Unscanned),
     }
 }
@@ -113,11 +113,10 @@ pub fn parse(ctx: &mut RequestCtx, raw: &Bytes) -> std::result::Result<Parsed, C
 pub fn evaluate(
     ctx: &mut RequestCtx,
     decoded: Bytes,
-    req: openai::ParsedRequest,
+    info: openai::RequestInfo,
 ) -> std::result::Result<Bytes, ClientError> {
     let snap = ctx.snap.clone();
     let fail_mode = snap.config.body.on_unparseable;
-    let info = &req.info;
     ctx.model = info.model.clone();
     ctx.stream_requested = info.stream;
     if ctx.subject.is_none() {
@@ -159,9 +158,9 @@ pub fn evaluate(
     let model_rewrite = ctx.model_rewrite.clone();
     let rewritten = {
         let mut filter = |t: &str| ev.rewrite_text(Direction::Request, t);
-        req.rewrite(
-            &decoded,
+        openai::rewrite_request_body(
             ctx.endpoint,
+            &decoded,
             &mut filter,
             model_rewrite.as_deref(),
         )
