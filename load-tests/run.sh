@@ -30,13 +30,14 @@ MOCK=$(port)
 "$BIN" mock-upstream --listen "127.0.0.1:$MOCK" >/dev/null 2>&1 & PIDS+=($!)
 wait_port "$MOCK"
 
+# Sets PORT. Not run in $(...): the server must be a child of this shell so cleanup() stops it.
 start_jimini() { # name inspect(true|false) audit(true|false) otlp(true|false)
   local name="$1" inspect="$2" audit="$3" otlp="$4" p a
   p=$(port); a=$(port)
   mkdir -p "$TMP/$name"
   cat > "$TMP/$name/jimini.yaml" <<YAML
 listen: 127.0.0.1:$p
-server: { threads: 1 }
+server: { threads: 1, grace_period_secs: 0, shutdown_timeout_secs: 1 }
 admin: { listen: 127.0.0.1:$a }
 upstreams:
   - name: mock
@@ -50,7 +51,7 @@ telemetry:
 YAML
   "$BIN" serve -c "$TMP/$name/jimini.yaml" >"$TMP/$name/log" 2>&1 & PIDS+=($!)
   wait_port "$p"
-  echo "$p"
+  PORT="$p"
 }
 
 # An OTLP endpoint that accepts and discards (the exporter's cost without a collector's).
@@ -65,10 +66,10 @@ class H(http.server.BaseHTTPRequestHandler):
 http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
 ' "$SINK" & PIDS+=($!)
 
-P_PASS=$(start_jimini passthrough false false false)
-P_DEF=$(start_jimini default true true false)
-P_NOAUD=$(start_jimini noaudit true false false)
-P_TRACE=$(start_jimini tracing true true true)
+start_jimini passthrough false false false; P_PASS=$PORT
+start_jimini default true true false; P_DEF=$PORT
+start_jimini noaudit true false false; P_NOAUD=$PORT
+start_jimini tracing true true true; P_TRACE=$PORT
 
 TARGETS=("direct $MOCK" "passthrough $P_PASS" "default $P_DEF" "no-audit $P_NOAUD" "tracing $P_TRACE")
 : > "$OUT/raw.txt"
