@@ -155,14 +155,13 @@ pub fn evaluate(
         ctx.evaluator = Some(ev);
         return Err(policy_block(&block));
     }
-    let model_rewrite = ctx.model_rewrite.clone();
     let rewritten = {
         let mut filter = |t: &str| ev.rewrite_text(Direction::Request, t);
         openai::rewrite_request_body(
             ctx.endpoint,
             &decoded,
             &mut filter,
-            model_rewrite.as_deref(),
+            ctx.model_rewrite.as_deref(),
         )
     };
     let blocked = ev.blocked().cloned();
