@@ -4,6 +4,7 @@
 pub mod config;
 pub mod logs;
 pub mod metrics;
+pub mod otlp_http;
 pub mod tracing;
 
 pub use self::tracing::{ChildKind, RequestTrace, Tracing};

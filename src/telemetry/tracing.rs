@@ -17,7 +17,7 @@ use opentelemetry::trace::{
     Span as _, SpanId, SpanKind, Status, TraceContextExt, TraceId, Tracer as _, TracerProvider as _,
 };
 use opentelemetry::{Array, Context, KeyValue, StringValue, Value};
-use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{
@@ -27,6 +27,7 @@ use opentelemetry_sdk::trace::{
 use opentelemetry_sdk::Resource;
 
 use super::config::{OtlpProtocol, ResolvedOtlp, SamplerSpec};
+use super::otlp_http::PlainHttpClient;
 use super::{TelemetryConfig, TelemetryError};
 
 #[cfg(test)]
@@ -288,7 +289,7 @@ impl Tracing {
     /// From fully resolved settings (no environment lookups besides the SDK's `OTEL_BSP_*`).
     pub fn init_resolved(r: &ResolvedOtlp) -> Result<Tracing, TelemetryError> {
         if r.endpoint.starts_with("https://") {
-            // Neither the tonic nor the reqwest client is built with TLS; fail loudly instead of
+            // Neither the tonic client nor `PlainHttpClient` is built with TLS; fail loudly instead of
             // silently dropping every span.
             return Err(TelemetryError::Config(format!(
                 "telemetry.otlp.endpoint: '{}': TLS to the collector is not supported by this \
@@ -331,6 +332,7 @@ impl Tracing {
                 // The blocking HTTP client runs on the batch processor's own thread.
                 let exporter = opentelemetry_otlp::SpanExporter::builder()
                     .with_http()
+                    .with_http_client(PlainHttpClient::new(r.export_timeout))
                     .with_endpoint(r.endpoint.clone())
                     .with_timeout(r.export_timeout)
                     .build()
