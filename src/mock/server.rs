@@ -425,6 +425,9 @@ async fn handle(State(s): State<Arc<Shared>>, req: Request) -> Response {
     if parts.uri.path().starts_with("/mock/") {
         return control(&s, &parts.method, parts.uri.path(), body).await;
     }
+    if parts.method == Method::POST && parts.uri.path() == "/v1/traces" {
+        return otlp_sink(&s, body).await;
+    }
     s.total.fetch_add(1, Ordering::SeqCst);
     let route = route(parts.uri.path());
     let flavor = if route == Route::Messages {
@@ -547,6 +550,22 @@ async fn handle(State(s): State<Arc<Shared>>, req: Request) -> Response {
         Reply::Json { status, body } => deliver(&s, status, Payload::Whole(body), &plan),
         Reply::Sse(events) => deliver(&s, StatusCode::OK, Payload::Events(events), &plan),
     }
+}
+
+/// OTLP/HTTP trace exports are accepted and discarded (an empty `ExportTraceServiceResponse`):
+/// a stand-in collector for offline runs and load tests. Not counted as upstream traffic.
+async fn otlp_sink(s: &Shared, body: Body) -> Response {
+    let status = match axum::body::to_bytes(body, s.cfg.max_body_bytes).await {
+        Ok(_) => StatusCode::OK,
+        Err(_) => StatusCode::PAYLOAD_TOO_LARGE,
+    };
+    let mut resp = Response::new(Body::empty());
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-protobuf"),
+    );
+    resp
 }
 
 fn simple_error(status: StatusCode, flavor: Flavor, msg: &str) -> Response {

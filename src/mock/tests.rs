@@ -932,3 +932,30 @@ async fn oversized_body_is_413() {
         "invalid_request_error"
     );
 }
+
+#[tokio::test]
+async fn otlp_trace_exports_are_accepted_and_not_counted_as_traffic() {
+    let srv = start(MockConfig::default()).await;
+    let resp = client()
+        .post(format!("{}/v1/traces", srv.url()))
+        .header("content-type", "application/x-protobuf")
+        .body(vec![0x0a, 0x00])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.headers()["content-type"],
+        "application/x-protobuf",
+        "an OTLP/HTTP response"
+    );
+    assert!(resp.bytes().await.unwrap().is_empty());
+    assert_eq!(srv.request_count(), 0);
+    // Anything else under /v1/traces is still the API's 404/405 shape.
+    let get = client()
+        .get(format!("{}/v1/traces", srv.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(get.status(), 404);
+}

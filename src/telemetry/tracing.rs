@@ -2,27 +2,31 @@
 //! (server) with `jimini.request_scan`, `jimini.upstream` (client) and `jimini.response_scan`
 //! children, GenAI semantic-convention attributes and W3C `traceparent` propagation upstream.
 //!
-//! Export never runs on a request thread: spans go into the SDK's bounded batch queue (full queue =
-//! span dropped) drained by its own thread; gRPC I/O runs on a dedicated current-thread Tokio
-//! runtime owned by this module, so a slow or dead collector cannot stall Pingora's runtimes.
+//! The request thread only fills a small record (ids, timestamps, attributes) and hands it over
+//! with one non-blocking `try_send` when the request ends (full queue = trace dropped, counted).
+//! Building the SDK's `SpanData`, batching and export run on the `jimini-spans` thread, which
+//! polls the queue instead of parking on it so that a send never has to wake it; gRPC I/O runs
+//! on a dedicated current-thread Tokio runtime owned by this module. A slow or dead collector
+//! therefore never stalls Pingora's runtimes. Sampling decisions are the SDK's own samplers.
 
-use std::cell::Cell;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::borrow::Cow;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::task::{Poll, Wake, Waker};
 use std::thread;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use opentelemetry::propagation::{Extractor, TextMapPropagator};
-use opentelemetry::trace::{
-    Span as _, SpanId, SpanKind, Status, TraceContextExt, TraceId, Tracer as _, TracerProvider as _,
-};
-use opentelemetry::{Array, Context, KeyValue, StringValue, Value};
+use opentelemetry::trace::{SpanContext, SpanId, SpanKind, Status, TraceContextExt, TraceFlags};
+use opentelemetry::{Array, Context, InstrumentationScope, KeyValue, StringValue, Value};
 use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{
-    BatchConfigBuilder, BatchSpanProcessor, IdGenerator, RandomIdGenerator, Sampler, SdkTracer,
-    SdkTracerProvider, SpanData, SpanExporter,
+    IdGenerator, RandomIdGenerator, Sampler, SamplingDecision, ShouldSample, SpanData, SpanEvents,
+    SpanExporter, SpanLinks,
 };
 use opentelemetry_sdk::Resource;
 
@@ -93,31 +97,17 @@ pub fn gen_ai_operation(route: &str) -> Option<&'static str> {
     }
 }
 
-thread_local! {
-    // Span id the next span built on this thread must use (see `PresetIdGenerator`).
-    static PRESET_SPAN_ID: Cell<Option<SpanId>> = const { Cell::new(None) };
-}
+/// How long the span thread sleeps between polls of an empty queue.
+const POLL_INTERVAL: Duration = Duration::from_millis(10);
+/// Spans per export request (`OTEL_BSP_MAX_EXPORT_BATCH_SIZE` overrides, capped by the queue).
+const DEFAULT_BATCH: usize = 512;
+/// Longest time a span waits for its batch (`OTEL_BSP_SCHEDULE_DELAY`, ms, overrides).
+const DEFAULT_DELAY: Duration = Duration::from_secs(5);
+/// Spans recorded per request at most (request span + scan/upstream children, retries aside):
+/// the queue of requests is sized so that `max_queue` counts spans, as in the SDK.
+const SPANS_PER_REQUEST: usize = 4;
 
-/// Random ids, except that a span id chosen in advance can be handed to the next span started on
-/// the same thread. This lets `upstream_traceparent` name the `jimini.upstream` span before that
-/// span is recorded (children are recorded after the fact with explicit timestamps).
-#[derive(Debug, Default)]
-struct PresetIdGenerator {
-    random: RandomIdGenerator,
-}
-
-impl IdGenerator for PresetIdGenerator {
-    fn new_trace_id(&self) -> TraceId {
-        self.random.new_trace_id()
-    }
-    fn new_span_id(&self) -> SpanId {
-        PRESET_SPAN_ID
-            .with(Cell::take)
-            .unwrap_or_else(|| self.random.new_span_id())
-    }
-}
-
-/// Runs an exporter's futures on a dedicated runtime: the SDK's batch thread only blocks on a
+/// Runs an exporter's futures on a dedicated runtime: the span thread only blocks on a
 /// runtime-agnostic `JoinHandle`, while tonic gets the reactor and timers it needs.
 #[derive(Debug)]
 struct OnRuntime<E> {
@@ -126,10 +116,7 @@ struct OnRuntime<E> {
 }
 
 impl<E: SpanExporter + 'static> SpanExporter for OnRuntime<E> {
-    fn export(
-        &self,
-        batch: Vec<SpanData>,
-    ) -> impl std::future::Future<Output = OTelSdkResult> + Send {
+    fn export(&self, batch: Vec<SpanData>) -> impl Future<Output = OTelSdkResult> + Send {
         let inner = Arc::clone(&self.inner);
         let task = self.handle.spawn(async move { inner.export(batch).await });
         async move {
@@ -144,7 +131,7 @@ impl<E: SpanExporter + 'static> SpanExporter for OnRuntime<E> {
         self.inner.force_flush()
     }
     fn set_resource(&mut self, resource: &Resource) {
-        // Called once while the provider is built, before any export holds a clone.
+        // Called once before the exporter moves to its thread, while no clone exists.
         if let Some(inner) = Arc::get_mut(&mut self.inner) {
             inner.set_resource(resource);
         }
@@ -203,13 +190,238 @@ impl RuntimeThread {
     }
 }
 
+/// The configured OTLP exporter, driven synchronously from the span thread.
+#[derive(Debug)]
+enum Exporter {
+    Http(Box<opentelemetry_otlp::SpanExporter>),
+    Grpc(OnRuntime<opentelemetry_otlp::SpanExporter>),
+}
+
+impl Exporter {
+    fn set_resource(&mut self, resource: &Resource) {
+        match self {
+            Exporter::Http(e) => e.set_resource(resource),
+            Exporter::Grpc(e) => e.set_resource(resource),
+        }
+    }
+    fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        match self {
+            Exporter::Http(e) => block_on(e.export(batch)),
+            Exporter::Grpc(e) => block_on(e.export(batch)),
+        }
+    }
+    fn shutdown(&self, timeout: Duration) -> OTelSdkResult {
+        match self {
+            Exporter::Http(e) => e.shutdown_with_timeout(timeout),
+            Exporter::Grpc(e) => e.shutdown_with_timeout(timeout),
+        }
+    }
+}
+
+struct ThreadWaker(thread::Thread);
+
+impl Wake for ThreadWaker {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+/// Polls a future to completion on the current thread, parking between wake-ups.
+fn block_on<F: Future>(fut: F) -> F::Output {
+    let mut fut = std::pin::pin!(fut);
+    let waker = Waker::from(Arc::new(ThreadWaker(thread::current())));
+    let mut cx = std::task::Context::from_waker(&waker);
+    loop {
+        if let Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
+            return v;
+        }
+        thread::park();
+    }
+}
+
+/// One sampled request as the request thread hands it over.
+struct Finished {
+    cx: SpanContext,
+    parent: SpanId,
+    parent_is_remote: bool,
+    start: SystemTime,
+    end: SystemTime,
+    attrs: Vec<KeyValue>,
+    error: bool,
+    children: Vec<Child>,
+}
+
+struct Child {
+    kind: ChildKind,
+    span_id: SpanId,
+    start: SystemTime,
+    end: SystemTime,
+    attrs: Vec<KeyValue>,
+    error: bool,
+}
+
+enum Msg {
+    Trace(Box<Finished>),
+    Flush(mpsc::Sender<()>),
+}
+
+fn status_of(error: bool) -> Status {
+    if error {
+        Status::error("")
+    } else {
+        Status::Unset
+    }
+}
+
+impl Finished {
+    fn into_spans(self, scope: &InstrumentationScope, out: &mut Vec<SpanData>) {
+        let trace_id = self.cx.trace_id();
+        for c in self.children {
+            out.push(SpanData {
+                span_context: SpanContext::new(
+                    trace_id,
+                    c.span_id,
+                    self.cx.trace_flags(),
+                    false,
+                    self.cx.trace_state().clone(),
+                ),
+                parent_span_id: self.cx.span_id(),
+                parent_span_is_remote: false,
+                span_kind: c.kind.span_kind(),
+                name: Cow::Borrowed(c.kind.span_name()),
+                start_time: c.start,
+                end_time: c.end.max(c.start),
+                attributes: c.attrs,
+                dropped_attributes_count: 0,
+                events: SpanEvents::default(),
+                links: SpanLinks::default(),
+                status: status_of(c.error),
+                instrumentation_scope: scope.clone(),
+            });
+        }
+        out.push(SpanData {
+            span_context: self.cx,
+            parent_span_id: self.parent,
+            parent_span_is_remote: self.parent_is_remote,
+            span_kind: SpanKind::Server,
+            name: Cow::Borrowed(SPAN_REQUEST),
+            start_time: self.start,
+            end_time: self.end.max(self.start),
+            attributes: self.attrs,
+            dropped_attributes_count: 0,
+            events: SpanEvents::default(),
+            links: SpanLinks::default(),
+            status: status_of(self.error),
+            instrumentation_scope: scope.clone(),
+        });
+    }
+}
+
+/// Batching settings of the span thread.
+#[derive(Clone, Copy, Debug)]
+struct BatchSettings {
+    max_batch: usize,
+    delay: Duration,
+    export_timeout: Duration,
+}
+
+impl BatchSettings {
+    fn from_env(r: &ResolvedOtlp) -> BatchSettings {
+        let env_num = |k: &str| {
+            std::env::var(k)
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        };
+        let max_batch = env_num("OTEL_BSP_MAX_EXPORT_BATCH_SIZE")
+            .and_then(|n| usize::try_from(n).ok())
+            .unwrap_or(DEFAULT_BATCH)
+            .clamp(1, r.max_queue.max(1));
+        let delay = env_num("OTEL_BSP_SCHEDULE_DELAY")
+            .map(Duration::from_millis)
+            .unwrap_or(DEFAULT_DELAY)
+            .max(POLL_INTERVAL);
+        BatchSettings {
+            max_batch,
+            delay,
+            export_timeout: r.export_timeout,
+        }
+    }
+}
+
+/// The span thread: drains the queue, builds `SpanData`, exports full batches at once and
+/// partial ones after `delay`; on stop it exports what is queued and shuts the exporter down.
+fn span_thread(
+    rx: Receiver<Msg>,
+    exporter: Exporter,
+    settings: BatchSettings,
+    scope: InstrumentationScope,
+    stop: Arc<AtomicBool>,
+    failed_exports: Arc<AtomicU64>,
+) {
+    let mut batch: Vec<SpanData> = Vec::with_capacity(settings.max_batch);
+    let mut oldest: Option<Instant> = None;
+    let export = |batch: &mut Vec<SpanData>| {
+        if batch.is_empty() {
+            return;
+        }
+        let spans = std::mem::replace(batch, Vec::with_capacity(settings.max_batch));
+        let n = spans.len();
+        if let Err(e) = exporter.export(spans) {
+            failed_exports.fetch_add(n as u64, Ordering::Relaxed);
+            tracing::debug!(error = %e, spans = n, "trace export failed");
+        }
+    };
+    loop {
+        let stopping = stop.load(Ordering::Acquire);
+        let mut flushes = Vec::new();
+        loop {
+            match rx.try_recv() {
+                Ok(Msg::Trace(f)) => {
+                    oldest.get_or_insert_with(Instant::now);
+                    f.into_spans(&scope, &mut batch);
+                    if batch.len() >= settings.max_batch {
+                        export(&mut batch);
+                        oldest = None;
+                    }
+                }
+                Ok(Msg::Flush(ack)) => flushes.push(ack),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    stop.store(true, Ordering::Release);
+                    break;
+                }
+            }
+        }
+        let due = oldest.is_some_and(|t| t.elapsed() >= settings.delay);
+        if due || !flushes.is_empty() || stopping {
+            export(&mut batch);
+            oldest = None;
+        }
+        for ack in flushes {
+            let _ = ack.send(());
+        }
+        if stopping {
+            break;
+        }
+        thread::sleep(POLL_INTERVAL);
+    }
+    if let Err(e) = exporter.shutdown(settings.export_timeout) {
+        tracing::debug!(error = %e, "trace exporter shutdown incomplete");
+    }
+}
+
 struct Inner {
-    provider: SdkTracerProvider,
-    tracer: SdkTracer,
+    queue: SyncSender<Msg>,
+    sampler: Sampler,
+    ids: RandomIdGenerator,
     propagator: TraceContextPropagator,
+    stop: Arc<AtomicBool>,
+    done: Mutex<Option<mpsc::Receiver<()>>>,
     runtime: Mutex<Option<RuntimeThread>>,
     shut: AtomicBool,
     shutdown_timeout: Duration,
+    dropped: AtomicU64,
+    failed_exports: Arc<AtomicU64>,
 }
 
 impl Inner {
@@ -217,8 +429,11 @@ impl Inner {
         if self.shut.swap(true, Ordering::AcqRel) {
             return;
         }
-        if let Err(e) = self.provider.shutdown_with_timeout(self.shutdown_timeout) {
-            tracing::debug!(error = %e, "trace exporter shutdown incomplete");
+        self.stop.store(true, Ordering::Release);
+        let done = self.done.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(done) = done {
+            // Bounded wait; a thread stuck on a black-hole collector finishes on its own.
+            let _ = done.recv_timeout(self.shutdown_timeout);
         }
         let rt = self
             .runtime
@@ -227,6 +442,15 @@ impl Inner {
             .take();
         if let Some(rt) = rt {
             rt.stop(self.shutdown_timeout);
+        }
+        let dropped = self.dropped.load(Ordering::Relaxed);
+        let failed = self.failed_exports.load(Ordering::Relaxed);
+        if dropped > 0 || failed > 0 {
+            tracing::info!(
+                dropped_traces = dropped,
+                failed_spans = failed,
+                "trace export summary"
+            );
         }
     }
 }
@@ -286,11 +510,11 @@ impl Tracing {
         Self::init_resolved(&cfg.otlp.resolve_with(&env)?)
     }
 
-    /// From fully resolved settings (no environment lookups besides the SDK's `OTEL_BSP_*`).
+    /// From fully resolved settings (no environment lookups besides `OTEL_BSP_*` batching).
     pub fn init_resolved(r: &ResolvedOtlp) -> Result<Tracing, TelemetryError> {
         if r.endpoint.starts_with("https://") {
-            // Neither the tonic client nor `PlainHttpClient` is built with TLS; fail loudly instead of
-            // silently dropping every span.
+            // Neither the tonic client nor `PlainHttpClient` is built with TLS; fail loudly
+            // instead of silently dropping every span.
             return Err(TelemetryError::Config(format!(
                 "telemetry.otlp.endpoint: '{}': TLS to the collector is not supported by this \
                  build; export over http:// to a local collector or sidecar",
@@ -300,11 +524,7 @@ impl Tracing {
         let exp_err = |e: opentelemetry_otlp::ExporterBuildError| {
             TelemetryError::Exporter(format!("{} ({}): {e}", r.endpoint, proto_name(r.protocol)))
         };
-        let batch = BatchConfigBuilder::default()
-            .with_max_queue_size(r.max_queue)
-            .with_max_export_batch_size(r.max_queue.min(512))
-            .build();
-        let (processor, runtime) = match r.protocol {
+        let (mut exporter, runtime) = match r.protocol {
             OtlpProtocol::Grpc => {
                 let rt = RuntimeThread::start()?;
                 let exporter = {
@@ -321,15 +541,9 @@ impl Tracing {
                     inner: Arc::new(exporter),
                     handle: rt.handle.clone(),
                 };
-                (
-                    BatchSpanProcessor::builder(exporter)
-                        .with_batch_config(batch)
-                        .build(),
-                    Some(rt),
-                )
+                (Exporter::Grpc(exporter), Some(rt))
             }
             OtlpProtocol::HttpProtobuf => {
-                // The blocking HTTP client runs on the batch processor's own thread.
                 let exporter = opentelemetry_otlp::SpanExporter::builder()
                     .with_http()
                     .with_http_client(PlainHttpClient::new(r.export_timeout))
@@ -337,33 +551,46 @@ impl Tracing {
                     .with_timeout(r.export_timeout)
                     .build()
                     .map_err(exp_err)?;
-                (
-                    BatchSpanProcessor::builder(exporter)
-                        .with_batch_config(batch)
-                        .build(),
-                    None,
-                )
+                (Exporter::Http(Box::new(exporter)), None)
             }
         };
         let resource = Resource::builder()
             .with_service_name(r.service_name.clone())
             .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
             .build();
-        let provider = SdkTracerProvider::builder()
-            .with_span_processor(processor)
-            .with_sampler(to_sampler(&r.sampler))
-            .with_id_generator(PresetIdGenerator::default())
-            .with_resource(resource)
+        exporter.set_resource(&resource);
+        let scope = InstrumentationScope::builder("jimini")
+            .with_version(env!("CARGO_PKG_VERSION"))
             .build();
-        let tracer = provider.tracer("jimini");
+        let settings = BatchSettings::from_env(r);
+        let (queue, rx) = mpsc::sync_channel((r.max_queue / SPANS_PER_REQUEST).max(1));
+        let stop = Arc::new(AtomicBool::new(false));
+        let failed_exports = Arc::new(AtomicU64::new(0));
+        let (done_tx, done_rx) = mpsc::channel();
+        {
+            let stop = Arc::clone(&stop);
+            let failed = Arc::clone(&failed_exports);
+            thread::Builder::new()
+                .name("jimini-spans".into())
+                .spawn(move || {
+                    span_thread(rx, exporter, settings, scope, stop, failed);
+                    let _ = done_tx.send(());
+                })
+                .map_err(|e| TelemetryError::Runtime(e.to_string()))?;
+        }
         Ok(Tracing {
             inner: Some(Arc::new(Inner {
-                provider,
-                tracer,
+                queue,
+                sampler: to_sampler(&r.sampler),
+                ids: RandomIdGenerator::default(),
                 propagator: TraceContextPropagator::new(),
+                stop,
+                done: Mutex::new(Some(done_rx)),
                 runtime: Mutex::new(runtime),
                 shut: AtomicBool::new(false),
                 shutdown_timeout: r.export_timeout + Duration::from_secs(1),
+                dropped: AtomicU64::new(0),
+                failed_exports,
             })),
         })
     }
@@ -383,11 +610,18 @@ impl Tracing {
         let Some(inner) = &self.inner else {
             return RequestTrace { active: None };
         };
-        let parent = match incoming_traceparent {
+        let start = SystemTime::now();
+        let parent_cx = match incoming_traceparent {
             Some(tp) => inner.propagator.extract(&OneHeader(tp.trim())),
             None => Context::new(),
         };
-        let mut attrs = Vec::with_capacity(5);
+        let parent = parent_cx.span().span_context().clone();
+        let trace_id = if parent.is_valid() {
+            parent.trace_id()
+        } else {
+            inner.ids.new_trace_id()
+        };
+        let mut attrs = Vec::with_capacity(16);
         attrs.push(KeyValue::new(attr::HTTP_METHOD, method.to_owned()));
         attrs.push(KeyValue::new(attr::HTTP_ROUTE, route.to_owned()));
         if let Some(op) = gen_ai_operation(route) {
@@ -399,32 +633,67 @@ impl Tracing {
             attrs.push(KeyValue::new(attr::GEN_AI_SYSTEM, system));
             attrs.push(KeyValue::new(attr::GEN_AI_OPERATION, op));
         }
-        let span = inner
-            .tracer
-            .span_builder(SPAN_REQUEST)
-            .with_kind(SpanKind::Server)
-            .with_attributes(attrs)
-            .start_with_context(&inner.tracer, &parent);
-        let sampled = span.span_context().is_sampled();
-        let upstream_id = sampled.then(|| RandomIdGenerator::default().new_span_id());
+        let verdict = inner.sampler.should_sample(
+            Some(&parent_cx),
+            trace_id,
+            SPAN_REQUEST,
+            &SpanKind::Server,
+            &attrs,
+            &[],
+        );
+        let sampled = verdict.decision == SamplingDecision::RecordAndSample;
+        attrs.extend(verdict.attributes);
+        let flags = if sampled {
+            TraceFlags::SAMPLED
+        } else {
+            TraceFlags::default()
+        };
+        let cx = SpanContext::new(
+            trace_id,
+            inner.ids.new_span_id(),
+            flags,
+            false,
+            verdict.trace_state,
+        );
+        let upstream_id = sampled.then(|| inner.ids.new_span_id());
         RequestTrace {
             active: Some(Box::new(Active {
-                tracer: inner.tracer.clone(),
-                cx: parent.with_span(span),
+                inner: Arc::clone(inner),
+                cx,
+                parent: parent.is_valid().then(|| parent.span_id()),
+                parent_is_remote: parent.is_remote(),
                 sampled,
+                start,
+                attrs: if sampled { attrs } else { Vec::new() },
+                children: Vec::new(),
                 upstream_id,
                 upstream_id_used: false,
             })),
         }
     }
 
-    /// Export everything queued so far (bounded by the SDK's flush timeout). For tests and
+    /// Export everything queued so far (bounded by the export timeout). For tests and
     /// graceful shutdown paths.
     pub fn flush(&self) {
-        if let Some(inner) = &self.inner {
-            if let Err(e) = inner.provider.force_flush() {
-                tracing::debug!(error = %e, "trace flush incomplete");
+        let Some(inner) = &self.inner else { return };
+        let deadline = Instant::now() + inner.shutdown_timeout;
+        let (ack_tx, ack_rx) = mpsc::channel();
+        let mut msg = Msg::Flush(ack_tx);
+        loop {
+            match inner.queue.try_send(msg) {
+                Ok(()) => break,
+                Err(TrySendError::Full(m)) if Instant::now() < deadline => {
+                    msg = m;
+                    thread::sleep(POLL_INTERVAL);
+                }
+                Err(_) => return,
             }
+        }
+        if ack_rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .is_err()
+        {
+            tracing::debug!("trace flush incomplete");
         }
     }
 
@@ -444,10 +713,15 @@ fn proto_name(p: OtlpProtocol) -> &'static str {
 }
 
 struct Active {
-    tracer: SdkTracer,
-    /// Parent context + the request span.
-    cx: Context,
+    inner: Arc<Inner>,
+    /// The request span's context (valid even when unsampled, for propagation).
+    cx: SpanContext,
+    parent: Option<SpanId>,
+    parent_is_remote: bool,
     sampled: bool,
+    start: SystemTime,
+    attrs: Vec<KeyValue>,
+    children: Vec<Child>,
     /// Pre-allocated id of the first `jimini.upstream` child (sampled requests only).
     upstream_id: Option<SpanId>,
     upstream_id_used: bool,
@@ -479,9 +753,9 @@ impl RequestTrace {
 
     /// Set an attribute on the request span (no-op unless recording).
     pub fn set_attr(&mut self, key: &'static str, value: impl Into<Value>) {
-        if let Some(a) = &self.active {
+        if let Some(a) = self.active.as_deref_mut() {
             if a.sampled {
-                a.cx.span().set_attribute(KeyValue::new(key, value));
+                a.attrs.push(KeyValue::new(key, value));
             }
         }
     }
@@ -521,27 +795,22 @@ impl RequestTrace {
             return;
         }
         let attrs: Vec<KeyValue> = attrs.into_iter().collect();
-        let failed = attrs.iter().any(|kv| kv.key.as_str() == attr::ERROR_TYPE);
+        let error = attrs.iter().any(|kv| kv.key.as_str() == attr::ERROR_TYPE);
         let preset = if kind == ChildKind::Upstream && !a.upstream_id_used {
             a.upstream_id_used = true;
             a.upstream_id
         } else {
             None
         };
-        PRESET_SPAN_ID.with(|c| c.set(preset));
-        let mut span = a
-            .tracer
-            .span_builder(kind.span_name())
-            .with_kind(kind.span_kind())
-            .with_start_time(start)
-            .with_attributes(attrs)
-            .start_with_context(&a.tracer, &a.cx);
-        // Never leak a preset id into an unrelated span should the SDK not have consumed it.
-        PRESET_SPAN_ID.with(|c| c.set(None));
-        if failed {
-            span.set_status(Status::error(""));
-        }
-        span.end_with_timestamp(end.max(start));
+        let span_id = preset.unwrap_or_else(|| a.inner.ids.new_span_id());
+        a.children.push(Child {
+            kind,
+            span_id,
+            start,
+            end,
+            attrs,
+            error,
+        });
     }
 
     /// W3C `traceparent` to send upstream: this trace id, the `jimini.upstream` span id (or the
@@ -549,8 +818,7 @@ impl RequestTrace {
     /// (then the client's own header, if any, should pass through untouched).
     pub fn upstream_traceparent(&self) -> Option<String> {
         let a = self.active.as_ref()?;
-        let span = a.cx.span();
-        let sc = span.span_context();
+        let sc = &a.cx;
         if !sc.is_valid() {
             return None;
         }
@@ -566,31 +834,53 @@ impl RequestTrace {
     /// W3C `tracestate` to send upstream, when the incoming one was non-empty.
     pub fn upstream_tracestate(&self) -> Option<String> {
         let a = self.active.as_ref()?;
-        let h = a.cx.span().span_context().trace_state().header();
+        let h = a.cx.trace_state().header();
         (!h.is_empty()).then_some(h)
     }
 
     /// Trace id (hex) for log correlation, when tracing is on.
     pub fn trace_id(&self) -> Option<String> {
         let a = self.active.as_ref()?;
-        let span = a.cx.span();
-        let sc = span.span_context();
-        sc.is_valid().then(|| sc.trace_id().to_string())
+        a.cx.is_valid().then(|| a.cx.trace_id().to_string())
     }
 
-    /// Close the request span with the status sent to the client (5xx marks it as an error).
+    /// Close the request span with the status sent to the client (5xx marks it as an error)
+    /// and hand a sampled trace to the span thread without blocking (full queue: dropped).
     pub fn end(self, status: u16) {
         let Some(a) = self.active else {
             return;
         };
-        let span = a.cx.span();
-        if a.sampled {
-            span.set_attribute(KeyValue::new(attr::HTTP_STATUS, i64::from(status)));
-            if status >= 500 {
-                span.set_status(Status::error(""));
-            }
+        if !a.sampled {
+            return;
         }
-        span.end();
+        let Active {
+            inner,
+            cx,
+            parent,
+            parent_is_remote,
+            start,
+            mut attrs,
+            children,
+            ..
+        } = *a;
+        attrs.push(KeyValue::new(attr::HTTP_STATUS, i64::from(status)));
+        let finished = Finished {
+            cx,
+            parent: parent.unwrap_or(SpanId::INVALID),
+            parent_is_remote,
+            start,
+            end: SystemTime::now(),
+            attrs,
+            error: status >= 500,
+            children,
+        };
+        if inner
+            .queue
+            .try_send(Msg::Trace(Box::new(finished)))
+            .is_err()
+        {
+            inner.dropped.fetch_add(1, Ordering::Relaxed);
+        }
     }
 }
 
