@@ -1032,6 +1032,70 @@ mod tests {
     }
 
     #[test]
+    fn spans_arrive_at_otlp_grpc_receiver() {
+        let rx = OtlpReceiver::start_grpc();
+        let t =
+            Tracing::init_resolved(&resolved(rx.base_url(), OtlpProtocol::Grpc, always())).unwrap();
+        let mut rt = t.start_request(None, "responses", "POST");
+        rt.set_attr(attr::DECISION, "block");
+        rt.set_rules(["secrets.aws"]);
+        let t0 = SystemTime::now();
+        rt.child(
+            ChildKind::RequestScan,
+            t0,
+            t0 + Duration::from_micros(250),
+            [],
+        );
+        rt.end(403);
+        // A second request in its own batch: the connection is reused across exports.
+        t.flush();
+        t.start_request(None, "embeddings", "POST").end(200);
+        t.shutdown();
+        let spans = rx.wait_for_spans(3, Duration::from_secs(10));
+        assert_eq!(spans.len(), 3, "{spans:#?}");
+        assert_eq!(rx.requests(), 2, "one export per flush");
+        let req = spans
+            .iter()
+            .find(|s| s.attr_str(attr::HTTP_ROUTE) == Some("responses"))
+            .unwrap();
+        assert_eq!(req.name, SPAN_REQUEST);
+        assert_eq!(req.parent_span_id, "");
+        assert_eq!(req.service_name.as_deref(), Some("jimini-test"));
+        assert_eq!(req.attr_str(attr::DECISION), Some("block"));
+        assert_eq!(req.attr_i64(attr::HTTP_STATUS), Some(403));
+        assert_eq!(req.status_code, 0, "4xx is not a server error");
+        assert_eq!(
+            req.attr_str_array(attr::RULES),
+            Some(vec!["secrets.aws".to_string()])
+        );
+        let scan = spans.iter().find(|s| s.name == SPAN_REQUEST_SCAN).unwrap();
+        assert_eq!(scan.parent_span_id, req.span_id);
+        assert_eq!(scan.trace_id, req.trace_id);
+        assert_eq!(scan.end_unix_nano - scan.start_unix_nano, 250_000);
+    }
+
+    #[test]
+    fn a_full_queue_drops_traces_without_blocking_and_counts_them() {
+        // A collector that accepts connections and never answers holds the span thread in
+        // its first export; the queue (max_queue 8 spans = 2 requests) then fills up.
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut r = resolved(
+            format!("http://{}/v1/traces", l.local_addr().unwrap()),
+            OtlpProtocol::HttpProtobuf,
+            always(),
+        );
+        r.max_queue = 8;
+        let t = Tracing::init_resolved(&r).unwrap();
+        for _ in 0..200 {
+            t.start_request(None, "chat", "POST").end(200);
+        }
+        let dropped = t.inner.as_ref().unwrap().dropped.load(Ordering::Relaxed);
+        assert!(dropped >= 190, "dropped {dropped}");
+        t.shutdown();
+        drop(l);
+    }
+
+    #[test]
     fn new_root_without_or_with_invalid_traceparent_and_unsampled_propagation() {
         let rx = OtlpReceiver::start();
         let t = Tracing::init_resolved(&resolved(

@@ -1,4 +1,4 @@
-//! Test-only OTLP/HTTP trace receiver: an axum server on 127.0.0.1:0 (own thread + runtime, so it
+//! Test-only OTLP trace receiver (HTTP/protobuf via axum, or gRPC via tonic) on 127.0.0.1:0 (own thread + runtime, so it
 //! works from sync and async tests) accepting `POST /v1/traces` protobuf bodies, decoding
 //! `ExportTraceServiceRequest` and keeping flattened spans for assertions.
 #![allow(dead_code)]
@@ -13,6 +13,9 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
 use axum::Router;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
@@ -114,6 +117,28 @@ async fn traces(State(store): State<Arc<Mutex<Store>>>, body: Bytes) -> (StatusC
         Ok(r) => r,
         Err(_) => return (StatusCode::BAD_REQUEST, Vec::new()),
     };
+    ingest(&store, req);
+    (
+        StatusCode::OK,
+        ExportTraceServiceResponse::default().encode_to_vec(),
+    )
+}
+
+/// The same receiver over OTLP/gRPC (tonic server from the official protobuf definitions).
+struct GrpcTraces(Arc<Mutex<Store>>);
+
+#[tonic::async_trait]
+impl TraceService for GrpcTraces {
+    async fn export(
+        &self,
+        req: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        ingest(&self.0, req.into_inner());
+        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+    }
+}
+
+fn ingest(store: &Mutex<Store>, req: ExportTraceServiceRequest) {
     let mut st = store.lock().unwrap();
     st.requests += 1;
     for rs in req.resource_spans {
@@ -147,10 +172,6 @@ async fn traces(State(store): State<Arc<Mutex<Store>>>, body: Bytes) -> (StatusC
             }
         }
     }
-    (
-        StatusCode::OK,
-        ExportTraceServiceResponse::default().encode_to_vec(),
-    )
 }
 
 /// Running receiver; stops when dropped.
@@ -162,8 +183,17 @@ pub struct OtlpReceiver {
 }
 
 impl OtlpReceiver {
-    /// Bind 127.0.0.1:0 and serve in the background.
+    /// Bind 127.0.0.1:0 and serve OTLP/HTTP in the background.
     pub fn start() -> OtlpReceiver {
+        Self::start_with(false)
+    }
+
+    /// Bind 127.0.0.1:0 and serve OTLP/gRPC in the background (`base_url()` is the endpoint).
+    pub fn start_grpc() -> OtlpReceiver {
+        Self::start_with(true)
+    }
+
+    fn start_with(grpc: bool) -> OtlpReceiver {
         let store = Arc::new(Mutex::new(Store::default()));
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
@@ -176,6 +206,19 @@ impl OtlpReceiver {
             rt.block_on(async move {
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
                 addr_tx.send(listener.local_addr().unwrap()).unwrap();
+                if grpc {
+                    tonic::transport::Server::builder()
+                        .add_service(TraceServiceServer::new(GrpcTraces(st)))
+                        .serve_with_incoming_shutdown(
+                            tokio_stream::wrappers::TcpListenerStream::new(listener),
+                            async {
+                                let _ = stop_rx.await;
+                            },
+                        )
+                        .await
+                        .unwrap();
+                    return;
+                }
                 let app = Router::new()
                     .route("/v1/traces", post(traces))
                     .with_state(st);
