@@ -118,7 +118,12 @@ pub fn serve(source: ConfigSource, config: Config) -> anyhow::Result<()> {
         app: running.app.clone(),
     };
     let mut service = pingora::proxy::http_proxy_service(&server.configuration, proxy);
-    service.add_tcp(&listen);
+    // Every open client connection holds this buffer; Pingora's 64 KiB default cost 2–7 MB of
+    // RSS at 1,000 concurrent streams, with no throughput gain on JSON-sized requests.
+    let buffers =
+        pingora::listeners::L4BufferSettings::default().read(server_cfg.read_buffer_bytes);
+    service
+        .add_listener(pingora::listeners::ListenerConfig::tcp(listen.clone()).l4_buffer(buffers));
     server.add_service(service);
     tracing::info!(listen = %listen, version = env!("CARGO_PKG_VERSION"), "jimini proxy listening");
     server.run(pingora::server::RunArgs::default());

@@ -104,3 +104,17 @@ fn masked_config_hides_secrets() {
     assert!(!shown.contains("super-secret-value"), "{shown}");
     assert!(!shown.contains("hunter2"), "{shown}");
 }
+
+#[test]
+fn read_buffer_defaults_and_is_bounded() {
+    let cfg = Config::parse_with_env(MINIMAL, "c.yaml", &no_env).unwrap();
+    assert_eq!(cfg.server.read_buffer_bytes, DEFAULT_READ_BUFFER_BYTES);
+    let unbuffered = format!("{MINIMAL}server: {{ read_buffer_bytes: 0 }}\n");
+    let cfg = Config::parse_with_env(&unbuffered, "c.yaml", &no_env).unwrap();
+    assert_eq!(cfg.server.read_buffer_bytes, 0);
+    let huge = format!("{MINIMAL}server: {{ read_buffer_bytes: 2000000 }}\n");
+    let err = Config::parse_with_env(&huge, "c.yaml", &no_env)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("server.read_buffer_bytes"), "{err}");
+}
