@@ -97,6 +97,8 @@ pub fn gen_ai_operation(route: &str) -> Option<&'static str> {
     }
 }
 
+/// Export failures are logged at `warn` at most this often (the rest at `debug`).
+const EXPORT_WARNING_INTERVAL: Duration = Duration::from_secs(60);
 /// How long the span thread sleeps between polls of an empty queue.
 const POLL_INTERVAL: Duration = Duration::from_millis(10);
 /// Spans per export request (`OTEL_BSP_MAX_EXPORT_BATCH_SIZE` overrides, capped by the queue).
@@ -360,15 +362,22 @@ fn span_thread(
 ) {
     let mut batch: Vec<SpanData> = Vec::with_capacity(settings.max_batch);
     let mut oldest: Option<Instant> = None;
-    let export = |batch: &mut Vec<SpanData>| {
+    let mut last_warning: Option<Instant> = None;
+    let mut export = |batch: &mut Vec<SpanData>| {
         if batch.is_empty() {
             return;
         }
         let spans = std::mem::replace(batch, Vec::with_capacity(settings.max_batch));
         let n = spans.len();
         if let Err(e) = exporter.export(spans) {
-            failed_exports.fetch_add(n as u64, Ordering::Relaxed);
-            tracing::debug!(error = %e, spans = n, "trace export failed");
+            let failed = failed_exports.fetch_add(n as u64, Ordering::Relaxed) + n as u64;
+            // An unreachable collector fails every batch: say so, but at most once a minute.
+            if last_warning.is_none_or(|t| t.elapsed() >= EXPORT_WARNING_INTERVAL) {
+                last_warning = Some(Instant::now());
+                tracing::warn!(error = %e, failed_spans_total = failed, "trace export failed");
+            } else {
+                tracing::debug!(error = %e, spans = n, "trace export failed");
+            }
         }
     };
     loop {
