@@ -1,6 +1,7 @@
 //! Built-in OpenAI-compatible mock upstream: chat/legacy completions, Responses, embeddings, models and
 //! Anthropic messages (streamed and not), with request recording and fault injection. It backs
 //! `jimini mock-upstream`, the offline default config of `jimini serve`, and every end-to-end test.
+//! `POST /v1/traces` accepts and discards OTLP/HTTP exports (a stand-in collector for load tests).
 //!
 //! Wire formats follow the real APIs closely enough for the official `openai` / `anthropic` SDKs to
 //! parse them. Fault injection is available three ways: [`MockServer::set_fault`] (in-process),
