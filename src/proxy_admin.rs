@@ -103,6 +103,8 @@ impl AdminBackend for Backend {
             let s = a.stats();
             self.app.metrics.set_audit_counters(s.written, s.dropped);
         }
+        let (dropped, failed) = self.app.tracing.loss_counters();
+        self.app.metrics.set_trace_counters(dropped, failed);
         self.app.metrics.encode()
     }
 

@@ -1060,6 +1060,33 @@ fn otlp_dead_collector_does_not_fail_or_hang_requests() {
     let port = free_port();
     let j = Jimini::start(otlp_options(&format!("http://127.0.0.1:{port}"), ""));
     assert_requests_unaffected(&j, 40);
+    // The loss is visible to operators: failed exports are counted on /metrics.
+    assert!(
+        wait_for_counter(&j, "jimini_trace_export_failed_spans_total") > 0,
+        "failed span exports not counted"
+    );
+}
+
+/// Polls `/metrics` (up to 10 s) until the unlabelled counter `name` is positive; returns it.
+fn wait_for_counter(j: &Jimini, name: &str) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = metrics_text(j);
+        let value = text
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(name)?
+                    .strip_prefix(' ')?
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+            })
+            .unwrap_or_else(|| panic!("{name} missing from /metrics"));
+        if value > 0.0 || Instant::now() > deadline {
+            return value as u64;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 #[test]
@@ -1073,6 +1100,11 @@ fn otlp_black_hole_collector_with_tiny_queue_does_not_hang_requests() {
         "    export_timeout_ms: 60000\n    max_queue: 4\n",
     ));
     assert_requests_unaffected(&j, 40);
+    // One trace fills the batch and its export hangs; the one-trace queue then overflows.
+    assert!(
+        wait_for_counter(&j, "jimini_traces_dropped_total") > 0,
+        "dropped traces not counted"
+    );
     drop(hole);
 }
 

@@ -144,11 +144,14 @@ struct Inner {
     reloads: IntCounterVec,
     audit_records: IntCounter,
     audit_dropped: IntCounter,
+    traces_dropped: IntCounter,
+    trace_export_failed: IntCounter,
     audit_chain_ok: IntGauge,
     active: IntGauge,
     rate_limited: IntCounterVec,
     admin_requests: IntCounterVec,
-    // Serializes `set_audit_counters` so concurrent scrapes cannot add the same delta twice.
+    // Serializes the counter copies (`set_audit_counters`, `set_trace_counters`) so concurrent
+    // scrapes cannot add the same delta twice.
     audit_sync: Mutex<()>,
     g_route: LabelGuard,
     g_upstream: LabelGuard,
@@ -275,6 +278,22 @@ impl Metrics {
             )
             .expect("valid metric definition"),
         );
+        let traces_dropped = reg(
+            &r,
+            IntCounter::new(
+                "jimini_traces_dropped_total",
+                "Sampled request traces dropped because the span queue was full.",
+            )
+            .expect("valid metric definition"),
+        );
+        let trace_export_failed = reg(
+            &r,
+            IntCounter::new(
+                "jimini_trace_export_failed_spans_total",
+                "Spans whose OTLP export failed (collector unreachable or rejecting).",
+            )
+            .expect("valid metric definition"),
+        );
         let audit_chain_ok = reg(
             &r,
             IntGauge::new(
@@ -315,6 +334,8 @@ impl Metrics {
                 reloads,
                 audit_records,
                 audit_dropped,
+                traces_dropped,
+                trace_export_failed,
                 audit_chain_ok,
                 active,
                 rate_limited,
@@ -469,13 +490,22 @@ impl Metrics {
 
     pub fn set_audit_counters(&self, written: u64, dropped: u64) {
         let i = &*self.inner;
-        let _g = i.audit_sync.lock().unwrap_or_else(|e| e.into_inner());
-        for (c, v) in [(&i.audit_records, written), (&i.audit_dropped, dropped)] {
-            let cur = c.get();
-            if v > cur {
-                c.inc_by(v - cur);
-            }
-        }
+        catch_up(
+            &i.audit_sync,
+            [(&i.audit_records, written), (&i.audit_dropped, dropped)],
+        );
+    }
+
+    /// Copy the span exporter's loss counters (call before `encode`), like the audit ones.
+    pub fn set_trace_counters(&self, dropped_traces: u64, failed_spans: u64) {
+        let i = &*self.inner;
+        catch_up(
+            &i.audit_sync,
+            [
+                (&i.traces_dropped, dropped_traces),
+                (&i.trace_export_failed, failed_spans),
+            ],
+        );
     }
 
     /// Prometheus text exposition format.
@@ -486,6 +516,18 @@ impl Metrics {
             tracing::warn!(error = %e, "encoding metrics failed");
         }
         String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+/// Raises each counter to the external monotonic value it mirrors; lower values (a restarted
+/// source) are ignored, so counters never go down.
+fn catch_up<const N: usize>(lock: &Mutex<()>, pairs: [(&IntCounter, u64); N]) {
+    let _g = lock.lock().unwrap_or_else(|e| e.into_inner());
+    for (c, v) in pairs {
+        let cur = c.get();
+        if v > cur {
+            c.inc_by(v - cur);
+        }
     }
 }
 
@@ -542,6 +584,8 @@ mod tests {
         m.set_audit_counters(10, 1);
         m.set_audit_counters(15, 1);
         m.set_audit_counters(12, 0); // lower values never decrease a counter
+        m.set_trace_counters(3, 512);
+        m.set_trace_counters(2, 1024);
 
         let t = m.encode();
         let exp: &[(&str, f64)] = &[
@@ -584,6 +628,8 @@ mod tests {
             ),
             ("jimini_audit_records_total", 15.0),
             ("jimini_audit_dropped_total", 1.0),
+            ("jimini_traces_dropped_total", 3.0),
+            ("jimini_trace_export_failed_spans_total", 1024.0),
             ("jimini_active_requests", 0.0),
             (
                 r#"jimini_request_duration_seconds_count{route="chat"}"#,

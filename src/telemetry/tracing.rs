@@ -706,6 +706,16 @@ impl Tracing {
         }
     }
 
+    /// `(traces dropped on a full queue, spans whose export failed)` since start.
+    pub fn loss_counters(&self) -> (u64, u64) {
+        self.inner.as_ref().map_or((0, 0), |i| {
+            (
+                i.dropped.load(Ordering::Relaxed),
+                i.failed_exports.load(Ordering::Relaxed),
+            )
+        })
+    }
+
     /// Flush and stop the exporter, waiting at most export timeout + 1 s. Idempotent.
     pub fn shutdown(&self) {
         if let Some(inner) = &self.inner {
@@ -1098,7 +1108,7 @@ mod tests {
         for _ in 0..200 {
             t.start_request(None, "chat", "POST").end(200);
         }
-        let dropped = t.inner.as_ref().unwrap().dropped.load(Ordering::Relaxed);
+        let (dropped, _) = t.loss_counters();
         assert!(dropped >= 190, "dropped {dropped}");
         t.shutdown();
         drop(l);
@@ -1201,6 +1211,11 @@ mod tests {
             r.end(200);
         }
         t.flush();
+        let (_, failed) = t.loss_counters();
+        assert!(
+            failed > 0,
+            "exports to a dead collector are counted as failed"
+        );
         let t2 = t.clone();
         t.shutdown();
         t2.shutdown(); // idempotent
