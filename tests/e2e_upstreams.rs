@@ -1733,3 +1733,99 @@ fn shared_redis_limit_is_enforced_across_two_processes() {
     drop(b);
     drop(redis);
 }
+
+// ---------------------------------------------------------------------------------------------
+// keep-alive race on pooled upstream connections
+// ---------------------------------------------------------------------------------------------
+
+/// An upstream that answers the first request on each connection (keep-alive) and closes the
+/// connection when a second request arrives on it: the race between an upstream's idle close
+/// and a reused pooled connection, made deterministic. Returns (base URL, connections, served).
+fn racy_upstream() -> (
+    String,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::io::BufRead;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let conns = Arc::new(AtomicUsize::new(0));
+    let served = Arc::new(AtomicUsize::new(0));
+    let (c, sv) = (Arc::clone(&conns), Arc::clone(&served));
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(s) = s else { return };
+            c.fetch_add(1, Ordering::SeqCst);
+            let sv = Arc::clone(&sv);
+            std::thread::spawn(move || {
+                let mut r = std::io::BufReader::new(s.try_clone().unwrap());
+                let mut w = s;
+                for n in 0.. {
+                    let mut len = 0usize;
+                    loop {
+                        let mut line = String::new();
+                        if r.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                        let lower = line.to_ascii_lowercase();
+                        if let Some(v) = lower.strip_prefix("content-length:") {
+                            len = v.trim().parse().unwrap_or(0);
+                        }
+                    }
+                    let mut body = vec![0; len];
+                    if r.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    if n >= 1 {
+                        return; // the race: close instead of answering
+                    }
+                    sv.fetch_add(1, Ordering::SeqCst);
+                    let reply = r#"{"object":"list","data":[{"id":"gpt-4o","object":"model"}]}"#;
+                    let _ = write!(
+                        w,
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{reply}",
+                        reply.len()
+                    );
+                }
+            });
+        }
+    });
+    (format!("http://{addr}"), conns, served)
+}
+
+#[test]
+fn stale_pooled_connection_retries_idempotent_requests_once_and_never_posts() {
+    use std::sync::atomic::Ordering;
+    let (url, conns, served) = racy_upstream();
+    let j = Jimini::start(Options {
+        upstreams_yaml: Some(format!("upstreams:\n  - name: racy\n    base_url: {url}\n")),
+        ..Default::default()
+    });
+    let client = reqwest::blocking::Client::new();
+    for i in 0..3 {
+        let r = client.get(j.url("/v1/models")).send().unwrap();
+        let status = r.status().as_u16();
+        let body = r.text().unwrap();
+        assert_eq!(status, 200, "GET {i}: {body}");
+        assert!(body.contains("gpt-4o"), "GET {i}: {body}");
+    }
+    // The 2nd and 3rd GET met a closed pooled connection and were retried on a fresh one.
+    assert_eq!(served.load(Ordering::SeqCst), 3);
+    assert_eq!(conns.load(Ordering::SeqCst), 3);
+    // A POST on the (again stale) pooled connection is not retried: the upstream may have
+    // started on it. The client gets an OpenAI-shaped 502 and the SDK's own retry decides.
+    let (status, _, body) = send(
+        &j,
+        "/v1/chat/completions",
+        &json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}),
+        &[],
+    );
+    assert_eq!(status, 502, "{body}");
+    openai_error(&body, "jimini_upstream_error");
+    assert_eq!(served.load(Ordering::SeqCst), 3);
+}

@@ -57,6 +57,8 @@ pub struct RequestCtx {
     /// Set when Jimini decided to retry; the delay is slept in `upstream_peer`.
     pub retry_delay: Option<Duration>,
     pub retry_pending: bool,
+    /// The one retry of an idempotent request after a stale pooled connection was used.
+    pub stale_retry_used: bool,
     /// `timeouts.total_ms` of the chosen upstream, from the first attempt.
     pub total_deadline: Option<Instant>,
     /// Model read from a pre-read body (model-based routing / Azure deployments).
@@ -118,6 +120,7 @@ impl RequestCtx {
             permit: None,
             retry_delay: None,
             retry_pending: false,
+            stale_retry_used: false,
             total_deadline: None,
             dispatch_model: None,
             inspect_request: false,

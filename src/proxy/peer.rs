@@ -399,15 +399,16 @@ pub fn on_connect_failure(
     e
 }
 
-/// `error_while_proxy`: only Jimini's own retry-on-status is retried; anything else (a timeout
-/// or reset after the request was sent) is not — the upstream may have processed it.
+/// `error_while_proxy`: Jimini's own retry-on-status is retried, and so is an idempotent request
+/// that met the keep-alive race on a pooled connection (below); anything else (a timeout or
+/// reset after a non-idempotent request was sent) is not — the upstream may have processed it.
 pub fn on_proxy_error(
     app: &App,
     _peer: &HttpPeer,
-    _session: &mut Session,
+    session: &mut Session,
     ctx: &mut RequestCtx,
     mut e: Box<Error>,
-    _client_reused: bool,
+    client_reused: bool,
 ) -> Box<Error> {
     if ctx.retry_pending {
         ctx.retry_pending = false;
@@ -418,6 +419,28 @@ pub fn on_proxy_error(
         // Jimini rejected the request itself (policy block, body limit, egress): not an
         // upstream failure; `record_outcome` returns the permit without a verdict.
         e.set_retry(false);
+        return e;
+    }
+    // The keep-alive race: the upstream closed a pooled connection as this request reached it.
+    // As in Pingora's default, an idempotent request whose body can be replayed gets one more
+    // try on a fresh connection (POSTs never: the upstream may have started on them). The stale
+    // connection still counts as a connect failure for the breaker, like a refused connect.
+    if client_reused
+        && !ctx.stale_retry_used
+        && matches!(e.retry, pingora::RetryType::ReusedOnly)
+        && session.req_header().method.is_idempotent()
+        && !session.as_ref().retry_buffer_truncated()
+    {
+        ctx.stale_retry_used = true;
+        if let Some((idx, permit)) = ctx.permit.take() {
+            let snap = ctx.snap.clone();
+            if let Some(up) = snap.gateway.upstream(idx) {
+                up.breaker
+                    .record(permit, Outcome::Failure(FailureKind::Connect));
+                app.metrics.upstream_error(&up.name, "connect");
+            }
+        }
+        e.set_retry(true);
         return e;
     }
     if let Some((idx, permit)) = ctx.permit.take() {
