@@ -1071,16 +1071,9 @@ fn otlp_dead_collector_does_not_fail_or_hang_requests() {
 fn wait_for_counter(j: &Jimini, name: &str) -> u64 {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let text = metrics_text(j);
-        let value = text
-            .lines()
-            .find_map(|l| {
-                l.strip_prefix(name)?
-                    .strip_prefix(' ')?
-                    .trim()
-                    .parse::<f64>()
-                    .ok()
-            })
+        let value = series(&parse_metrics(&metrics_text(j)), name)
+            .get(&Labels::new())
+            .copied()
             .unwrap_or_else(|| panic!("{name} missing from /metrics"));
         if value > 0.0 || Instant::now() > deadline {
             return value as u64;

@@ -371,32 +371,40 @@ pub fn on_connect_failure(
     ctx: &mut RequestCtx,
     mut e: Box<Error>,
 ) -> Box<Error> {
-    let snap = ctx.snap.clone();
-    if let Some((idx, permit)) = ctx.permit.take() {
-        if let Some(up) = snap.gateway.upstream(idx) {
-            up.breaker
-                .record(permit, Outcome::Failure(FailureKind::Connect));
-            app.metrics.upstream_error(&up.name, "connect");
-            match up.retry.decide(
-                ctx.retries,
-                RetryCause::Connect,
-                &up.budget,
-                &mut rand::rng(),
-            ) {
-                RetryDecision::Retry(delay) => {
-                    ctx.retries += 1;
-                    ctx.retry_delay = Some(delay);
-                    e.set_retry(true);
-                    return e;
-                }
-                RetryDecision::GiveUp(why) => {
-                    tracing::warn!(upstream = %up.name, reason = why.as_str(), "not retrying connect failure");
-                }
+    if let Some(up) = fail_attempt(app, ctx, FailureKind::Connect) {
+        match up.retry.decide(
+            ctx.retries,
+            RetryCause::Connect,
+            &up.budget,
+            &mut rand::rng(),
+        ) {
+            RetryDecision::Retry(delay) => {
+                ctx.retries += 1;
+                ctx.retry_delay = Some(delay);
+                e.set_retry(true);
+                return e;
+            }
+            RetryDecision::GiveUp(why) => {
+                tracing::warn!(upstream = %up.name, reason = why.as_str(), "not retrying connect failure");
             }
         }
     }
     e.set_retry(false);
     e
+}
+
+/// Returns the current attempt's breaker permit with a failure verdict and counts the error;
+/// the upstream comes back for a retry decision. `None` when no attempt holds a permit.
+fn fail_attempt(
+    app: &App,
+    ctx: &mut RequestCtx,
+    kind: FailureKind,
+) -> Option<Arc<upstream::UpstreamRuntime>> {
+    let (idx, permit) = ctx.permit.take()?;
+    let up = Arc::clone(ctx.snap.gateway.upstream(idx)?);
+    up.breaker.record(permit, Outcome::Failure(kind));
+    app.metrics.upstream_error(&up.name, kind.as_str());
+    Some(up)
 }
 
 /// `error_while_proxy`: Jimini's own retry-on-status is retried, and so is an idempotent request
@@ -432,28 +440,15 @@ pub fn on_proxy_error(
         && !session.as_ref().retry_buffer_truncated()
     {
         ctx.stale_retry_used = true;
-        if let Some((idx, permit)) = ctx.permit.take() {
-            let snap = ctx.snap.clone();
-            if let Some(up) = snap.gateway.upstream(idx) {
-                up.breaker
-                    .record(permit, Outcome::Failure(FailureKind::Connect));
-                app.metrics.upstream_error(&up.name, "connect");
-            }
-        }
+        fail_attempt(app, ctx, FailureKind::Connect);
         e.set_retry(true);
         return e;
     }
-    if let Some((idx, permit)) = ctx.permit.take() {
-        let snap = ctx.snap.clone();
-        if let Some(up) = snap.gateway.upstream(idx) {
-            let kind = match e.etype() {
-                ErrorType::ReadTimedout | ErrorType::WriteTimedout => FailureKind::Timeout,
-                _ => FailureKind::Connect,
-            };
-            up.breaker.record(permit, Outcome::Failure(kind));
-            app.metrics.upstream_error(&up.name, kind.as_str());
-        }
-    }
+    let kind = match e.etype() {
+        ErrorType::ReadTimedout | ErrorType::WriteTimedout => FailureKind::Timeout,
+        _ => FailureKind::Connect,
+    };
+    fail_attempt(app, ctx, kind);
     e.set_retry(false);
     e
 }

@@ -152,7 +152,7 @@ struct Inner {
     admin_requests: IntCounterVec,
     // Serializes the counter copies (`set_audit_counters`, `set_trace_counters`) so concurrent
     // scrapes cannot add the same delta twice.
-    audit_sync: Mutex<()>,
+    counter_sync: Mutex<()>,
     g_route: LabelGuard,
     g_upstream: LabelGuard,
     g_detector: LabelGuard,
@@ -340,7 +340,7 @@ impl Metrics {
                 active,
                 rate_limited,
                 admin_requests,
-                audit_sync: Mutex::new(()),
+                counter_sync: Mutex::new(()),
                 g_route: LabelGuard::new(32),
                 g_upstream: LabelGuard::new(64),
                 g_detector: LabelGuard::new(256),
@@ -481,17 +481,17 @@ impl Metrics {
             .inc();
     }
 
-    /// Copy the audit writer's own monotonic counters (call before `encode`). Values lower than
-    /// the current ones (e.g. a restarted writer) are ignored: counters never go down.
     /// Result of the latest audit-chain verification (admin API or start-up).
     pub fn set_audit_chain_ok(&self, ok: bool) {
         self.inner.audit_chain_ok.set(i64::from(ok));
     }
 
+    /// Copy the audit writer's own monotonic counters (call before `encode`). Values lower than
+    /// the current ones (e.g. a restarted writer) are ignored: counters never go down.
     pub fn set_audit_counters(&self, written: u64, dropped: u64) {
         let i = &*self.inner;
         catch_up(
-            &i.audit_sync,
+            &i.counter_sync,
             [(&i.audit_records, written), (&i.audit_dropped, dropped)],
         );
     }
@@ -500,7 +500,7 @@ impl Metrics {
     pub fn set_trace_counters(&self, dropped_traces: u64, failed_spans: u64) {
         let i = &*self.inner;
         catch_up(
-            &i.audit_sync,
+            &i.counter_sync,
             [
                 (&i.traces_dropped, dropped_traces),
                 (&i.trace_export_failed, failed_spans),

@@ -434,6 +434,14 @@ struct Inner {
 }
 
 impl Inner {
+    /// (traces dropped on a full queue, spans whose export failed) since start.
+    fn loss(&self) -> (u64, u64) {
+        (
+            self.dropped.load(Ordering::Relaxed),
+            self.failed_exports.load(Ordering::Relaxed),
+        )
+    }
+
     fn shutdown(&self) {
         if self.shut.swap(true, Ordering::AcqRel) {
             return;
@@ -452,8 +460,7 @@ impl Inner {
         if let Some(rt) = rt {
             rt.stop(self.shutdown_timeout);
         }
-        let dropped = self.dropped.load(Ordering::Relaxed);
-        let failed = self.failed_exports.load(Ordering::Relaxed);
+        let (dropped, failed) = self.loss();
         if dropped > 0 || failed > 0 {
             tracing::info!(
                 dropped_traces = dropped,
@@ -708,12 +715,7 @@ impl Tracing {
 
     /// `(traces dropped on a full queue, spans whose export failed)` since start.
     pub fn loss_counters(&self) -> (u64, u64) {
-        self.inner.as_ref().map_or((0, 0), |i| {
-            (
-                i.dropped.load(Ordering::Relaxed),
-                i.failed_exports.load(Ordering::Relaxed),
-            )
-        })
+        self.inner.as_ref().map_or((0, 0), |i| i.loss())
     }
 
     /// Flush and stop the exporter, waiting at most export timeout + 1 s. Idempotent.
