@@ -43,20 +43,25 @@ pub(crate) fn plausible_iin(d: &[u8]) -> bool {
     let p3 = prefix(3);
     let p4 = prefix(4);
     match d.first() {
+        // Maestro's historic 0604 series
+        Some(b'0') => p4 == 604 && n >= 12,
+        // JCB's 15-digit 1800 / 2131 series
+        Some(b'1') => p4 == 1800 && n == 15,
         // Visa
         Some(b'4') => matches!(n, 13 | 16 | 19),
-        // Mastercard 51-55, Maestro 50/56-58
+        // Mastercard 51-55, Maestro 50/56-58 (12-19 digits)
         Some(b'5') => {
             ((51..=55).contains(&p2) && n == 16) || (matches!(p2, 50 | 56..=58) && n >= 12)
         }
-        // Mastercard 2-series
-        Some(b'2') => (2221..=2720).contains(&p4) && n == 16,
+        // Mastercard 2-series, JCB 2131
+        Some(b'2') => ((2221..=2720).contains(&p4) && n == 16) || (p4 == 2131 && n == 15),
         Some(b'3') => {
-            // Amex 34/37 (15), Diners 300-305/36/38/39 (14-19), JCB 3528-3589 (16-19)
+            // Amex 34/37 (15), Diners 300-305/36/38/39 (14-19), JCB 35xx (16-19; 3528-3589
+            // is assigned, the rest of the 35 range is JCB's and used by test generators)
             (matches!(p2, 34 | 37) && n == 15)
                 || (((300..=305).contains(&p3) || matches!(p2, 36 | 38 | 39))
                     && (14..=19).contains(&n))
-                || ((3528..=3589).contains(&p4) && (16..=19).contains(&n))
+                || (p2 == 35 && (16..=19).contains(&n))
         }
         // Discover, UnionPay, Maestro, RuPay, Troy ...: the 6-series is all issuer space.
         Some(b'6') => (16..=19).contains(&n) || (matches!(p2, 63 | 67) && n >= 12),
@@ -189,8 +194,16 @@ pub(crate) fn iban_mod97(iban: &[u8]) -> bool {
 
 /// Full IBAN check: known country, exact length, digits at 2..4, mod-97 == 1.
 pub(crate) fn iban_valid(iban: &[u8]) -> bool {
-    iban.len() >= 5
-        && iban_length(&iban[..2]) == Some(iban.len())
+    iban.len() >= 5 && iban_length(&iban[..2]) == Some(iban.len()) && iban_checksummed(iban)
+}
+
+/// An account number in IBAN form whose length is off for its country (a typo, a generator
+/// that gets a BBAN format wrong) but whose mod-97 check digits still hold: known country,
+/// 15-34 characters, digits at 2..4, mod-97 == 1. Checksum-valid is the evidence that it is
+/// an account number; the detector redacts it rather than leak it on a length technicality.
+pub(crate) fn iban_checksummed(iban: &[u8]) -> bool {
+    (15..=34).contains(&iban.len())
+        && iban_length(&iban[..2]).is_some()
         && iban[2..4].iter().all(u8::is_ascii_digit)
         && iban_mod97(iban)
 }
