@@ -8,7 +8,8 @@
 #   passthrough-mt / default-mt   the same two with the shipped `threads: 0` (one worker per CPU)
 # The first five run Jimini on ONE worker thread, which isolates its own cost; the -mt pair is
 # the product as shipped, sharing the two cores with wrk and the mock.
-# Prints req/s, p50/p99 latency and the ratios. DURATION (s), CONNS and ROUNDS are tunable.
+# Prints req/s, p50/p99 latency and the ratios. DURATION (s), CONNS, ROUNDS, PAIRS and AB_SECS
+# are tunable.
 # Throughput is measured in ROUNDS interleaved rounds (every target once per round) and the
 # median is reported: on a shared 2-core box, background noise then hits all targets alike.
 set -euo pipefail
@@ -84,6 +85,30 @@ for round in $(seq 1 "$ROUNDS"); do
     echo "rps $1 $thr" >> "$OUT/raw.txt"
   done
 done
+# Paired A/B: the ratios the issues set targets for, each measured as PAIRS short runs in
+# A B B A order (so a drift in the host's speed cancels within each pair of pairs); the
+# median of the per-pair ratios is reported beside the ratio of medians above. On this
+# shared box a 6 s run swings ±10 %, pairs 2 s apart see the same host.
+PAIRS="${PAIRS:-10}"
+AB_SECS="${AB_SECS:-2}"
+ab() { # label portA portB
+  local i a b
+  for i in $(seq 1 "$PAIRS"); do
+    if (( i % 2 )); then
+      a=$(wrk -t2 -c"$CONNS" -d"${AB_SECS}s" -s load-tests/chat-2k.lua "http://127.0.0.1:$2" | awk '/Requests\/sec/ {print $2}')
+      b=$(wrk -t2 -c"$CONNS" -d"${AB_SECS}s" -s load-tests/chat-2k.lua "http://127.0.0.1:$3" | awk '/Requests\/sec/ {print $2}')
+    else
+      b=$(wrk -t2 -c"$CONNS" -d"${AB_SECS}s" -s load-tests/chat-2k.lua "http://127.0.0.1:$3" | awk '/Requests\/sec/ {print $2}')
+      a=$(wrk -t2 -c"$CONNS" -d"${AB_SECS}s" -s load-tests/chat-2k.lua "http://127.0.0.1:$2" | awk '/Requests\/sec/ {print $2}')
+    fi
+    echo "pair $1 $a $b" >> "$OUT/raw.txt"
+  done
+}
+ab default-mt/passthrough-mt "$P_PASS_MT" "$P_DEF_MT"
+ab default/passthrough "$P_PASS" "$P_DEF"
+ab audit-on/off "$P_NOAUD" "$P_DEF"
+ab tracing-on/off "$P_DEF" "$P_TRACE"
+
 for t in "${TARGETS[@]}"; do # latency on one connection (no queueing)
   set -- $t
   lat=$(wrk -t1 -c1 -d"$((DURATION/2+1))s" --latency -s load-tests/chat-2k.lua "http://127.0.0.1:$2" \
@@ -96,11 +121,13 @@ import re, sys
 def us(v):
     m = re.match(r'([0-9.]+)(us|ms|s)$', v); return float(m.group(1)) * {'us':1,'ms':1000,'s':1e6}[m.group(2)]
 import statistics
-rps, lat = {}, {}
+rps, lat, pairs = {}, {}, {}
 for line in open(sys.argv[1]):
     kind, label, *vals = line.split()
     if kind == "rps":
         rps.setdefault(label, []).append(float(vals[0]))
+    elif kind == "pair":
+        pairs.setdefault(label, []).append(float(vals[1]) / float(vals[0]) * 100)
     else:
         lat[label] = (us(vals[0]), us(vals[1]))
 rows = {k: (statistics.median(v), *lat[k]) for k, v in rps.items()}
@@ -114,6 +141,14 @@ print(f"default / passthrough throughput : {fm[0]/pm[0]*100:5.1f} %   (target �
 print(f"  one worker thread (own cost)   : {f[0]/p[0]*100:5.1f} %   (Jimini's CPU per request isolated)")
 print(f"audit on / off throughput        : {f[0]/na[0]*100:5.1f} %   (target ≥ 95 %)")
 print(f"tracing on / off throughput      : {tr[0]/f[0]*100:5.1f} %   (target ≥ 95 %)")
+print()
+print("paired A/B (median of per-pair ratios; quartiles; all pairs):")
+targets = {"default-mt/passthrough-mt": 70, "default/passthrough": 70, "audit-on/off": 95, "tracing-on/off": 95}
+for label, r in pairs.items():
+    q = statistics.quantiles(r, n=4) if len(r) > 1 else [r[0]] * 3
+    every = " ".join(f"{x:.0f}" for x in r)
+    print(f"  {label:<26}: {statistics.median(r):5.1f} %  [{q[0]:.0f}–{q[2]:.0f}]  (target ≥ {targets.get(label, 0)} %)  {every}")
+print()
 print(f"added p50 (default − direct)     : {f[1]-d[1]:6.0f} µs (target ≤ 100 µs)")
 print(f"added p99 (default − direct)     : {f[2]-d[2]:6.0f} µs (target ≤ 1000 µs)")
 PY
