@@ -172,6 +172,11 @@ fn phone() {
             "the cell count was 12 345 units",
             "call 1234567",
             "phone 1234567890123",
+            "API calls: 12 000 000 per day",
+            "calls 1.500.000 last month",
+            "the text 2024 1234 5678 says",
+            "reach 120 000 000 users",
+            "call volume 40 500 000",
         ],
     );
     // A trailing unrelated number is not swallowed.

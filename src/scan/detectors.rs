@@ -30,8 +30,10 @@ const ROUTING_CONTEXT: usize = 32;
 const PHONE_CONTEXT: usize = 32;
 
 /// Word starts that make a shapeless number a phone number ("tel" covers "telephone" and
-/// "teléfono", "mobil" "mobile", "cel" "cell"/"celular", "call" "called"/"calling").
-const PHONE_WORDS: [&[u8]; 14] = [
+/// "teléfono", "mobil" "mobile", "cel" "cell"/"celular", "call" "called"/"calling")
+/// ("text" and "reach" were tried and dropped: "the text 2024 1234 5678", "reach 12 000 000").
+/// ("text" and "reach" were tried and dropped: "the text 2024 1234 5678", "reach 12 000 000".)
+const PHONE_WORDS: [&[u8]; 12] = [
     b"phone",
     b"tel",
     b"tlf",
@@ -42,10 +44,8 @@ const PHONE_WORDS: [&[u8]; 14] = [
     b"contact",
     b"fax",
     b"sms",
-    b"text",
     b"whatsapp",
     b"dial",
-    b"reach",
 ];
 
 const OCTET: &str = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)";
@@ -445,8 +445,15 @@ fn phone_without_plus(h: &[u8], s: usize, end: usize) -> bool {
     if !nanp_shape {
         // Other national formats have no shape of their own: 8-12 digits in one run or
         // three or four groups, after a phone word.
+        // Amounts written with thousands separators are not phones even after a phone word
+        // ("API calls: 12 000 000", "calls 1.500.000"): a short lead group followed by
+        // groups of three, or a last group of zeros.
+        let last = &digits[digits.len() - lens.last().copied().unwrap_or(0)..];
+        let amount = (lens.len() > 1 && lens[0] < 3 && lens[1..].iter().all(|&n| n == 3))
+            || (lens.len() > 1 && last.iter().all(|&b| b == b'0'));
         return (8..=12).contains(&digits.len())
             && (bare || (3..=4).contains(&lens.len()))
+            && !amount
             && !national_number_not_phone(&h[s..end])
             && phone_word();
     }

@@ -355,10 +355,17 @@ fn gen_phone(rng: &mut Rng) -> (String, String) {
         "Mobile ",
         "WhatsApp me at ",
     ]);
+    // The last group never all zeros: "12 000 000" reads as an amount, not a phone.
+    let tail = format!("{}{}", rng.range(1, 9), rng.digits(2));
     let value = match rng.below(3) {
         0 => format!("{area}{}{}{line}", rng.range(2, 9), rng.digits(2)),
-        1 => format!("{} {} {}", rng.digits(3), rng.digits(3), rng.digits(3)),
-        _ => format!("{} {}-{}", rng.digits(2), rng.digits(4), rng.digits(4)),
+        1 => format!("{} {} {tail}", rng.digits(3), rng.digits(3)),
+        _ => format!(
+            "{} {}-{tail}{}",
+            rng.digits(2),
+            rng.digits(4),
+            rng.digits(1)
+        ),
     };
     (format!("{word}{value}"), value)
 }
