@@ -32,6 +32,8 @@ enum Kind<'a> {
     Str(JsonStr<'a>),
     Arr(Vec<Node<'a>>),
     Obj(Vec<(Cow<'a, str>, Node<'a>)>),
+    /// A value the walker replaced with `null`.
+    Nulled,
 }
 
 #[derive(Debug)]
@@ -112,6 +114,13 @@ impl<'a> Node<'a> {
         }
     }
 
+    /// Replaces any value with `null` (spliced over the value's source bytes).
+    pub fn set_null(&mut self) {
+        if !matches!(self.kind, Kind::Null) {
+            self.kind = Kind::Nulled;
+        }
+    }
+
     /// Replaces the value of a string node; no-op on other kinds.
     pub fn set_string(&mut self, value: String) {
         if let Kind::Str(s) = &mut self.kind {
@@ -162,6 +171,11 @@ fn splice_into(src: &str, node: &Node<'_>, out: &mut Vec<u8>, copied: &mut usize
         Kind::Str(JsonStr { new: Some(new), .. }) => {
             out.extend_from_slice(&src.as_bytes()[*copied..node.start]);
             push_json_str(out, new);
+            *copied = node.end;
+        }
+        Kind::Nulled => {
+            out.extend_from_slice(&src.as_bytes()[*copied..node.start]);
+            out.extend_from_slice(b"null");
             *copied = node.end;
         }
         Kind::Arr(items) => items.iter().for_each(|n| splice_into(src, n, out, copied)),

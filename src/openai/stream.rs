@@ -294,6 +294,15 @@ fn eol_static(b: &[u8]) -> &'static str {
     }
 }
 
+/// A chunk whose text was rewritten or held back loses its choice's `logprobs`: their tokens
+/// (and `bytes`, `top_logprobs`) spell the original text, PII included. Chunks that pass
+/// unchanged keep theirs.
+fn drop_stale_logprobs(choice: &mut Value) {
+    if let Some(lp) = choice.get_mut("logprobs") {
+        *lp = Value::Null;
+    }
+}
+
 /// Pushes a non-empty string slot through the filter and records the field as touched.
 fn push_slot(
     f: &mut dyn StreamFilter,
@@ -655,6 +664,7 @@ impl State {
         if let Some(Value::Array(choices)) = v.get_mut("choices") {
             for (pos, choice) in choices.iter_mut().enumerate() {
                 let ci = index_of(choice, pos);
+                let changed_before = std::mem::take(&mut o.changed);
                 if let Some(delta) = choice.get_mut("delta") {
                     let (c, t) = (&mut o.changed, &mut o.touched);
                     for name in DELTA_TEXTS {
@@ -700,6 +710,10 @@ impl State {
                     &mut o.changed,
                     &mut o.touched,
                 )?;
+                if o.changed {
+                    drop_stale_logprobs(choice);
+                }
+                o.changed |= changed_before;
                 if choice.get("finish_reason").is_some_and(|r| !r.is_null()) {
                     finishing.push(ci);
                 }
@@ -722,6 +736,9 @@ impl State {
                     if let Some(Value::String(s)) = slot_mut(v, *field) {
                         s.push_str(&text);
                         o.changed = true;
+                    }
+                    if let Some(choice) = choice_mut(v, ci) {
+                        drop_stale_logprobs(choice);
                     }
                 }
             }
@@ -1540,6 +1557,52 @@ mod tests {
             .count();
         assert!(empties >= 5, "{empties}");
         assert_eq!(f.finished.len(), 1);
+    }
+
+    #[test]
+    fn logprobs_of_rewritten_chunks_are_dropped() {
+        // "SEC" + "RET" across two chunks, each with logprobs spelling its tokens; a clean
+        // chunk before them keeps its logprobs.
+        let lp = |t: &str| {
+            format!(
+                r#"{{"content":[{{"token":"{t}","logprob":-0.1,"bytes":[1],"top_logprobs":[{{"token":"{t}","logprob":-0.1,"bytes":[1]}}]}}]}}"#
+            )
+        };
+        let chunk = |text: &str, finish: &str| {
+            chat_chunk(
+                &format!(
+                    r#"{{"index":0,"delta":{{"content":"{text}"}},"logprobs":{},"finish_reason":{finish}}}"#,
+                    lp(text)
+                ),
+                "null",
+            )
+        };
+        let input = [
+            chunk("Hi ", "null"),
+            chunk("SEC", "null"),
+            chunk("RET", "null"),
+            chunk(" ok", "\"stop\""),
+            "data: [DONE]\n\n".to_string(),
+        ]
+        .concat();
+        let out = run(
+            Endpoint::ChatCompletions,
+            input.as_bytes(),
+            &mut Redact::default(),
+        );
+        assert_eq!(concat(&out, chat_content), "Hi [X] ok");
+        let text = String::from_utf8_lossy(&out);
+        assert!(!text.contains("SEC") && !text.contains("RET"), "{text}");
+        // The untouched first chunk still carries its logprobs.
+        let first = events(&out).into_iter().find_map(|(_, v)| {
+            v.ok()
+                .filter(|v| v["choices"][0]["delta"]["content"] == "Hi ")
+        });
+        let first = first.expect("first chunk passes through");
+        assert_eq!(
+            first["choices"][0]["logprobs"]["content"][0]["token"],
+            "Hi "
+        );
     }
 
     #[test]

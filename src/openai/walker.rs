@@ -20,6 +20,8 @@ pub(crate) trait JsonNode: Sized {
     fn each_value_mut(&mut self, f: &mut dyn FnMut(&mut Self));
     /// Runs `f` over a non-empty string value; true when it changed the value.
     fn filter_str(&mut self, f: &mut dyn TextFilter) -> bool;
+    /// Replaces the value with `null`.
+    fn set_null(&mut self);
 
     /// The `type` tag of an object, if it is a string.
     fn type_tag(&self) -> Option<Cow<'_, str>> {
@@ -28,6 +30,9 @@ pub(crate) trait JsonNode: Sized {
 }
 
 impl JsonNode for Value {
+    fn set_null(&mut self) {
+        *self = Value::Null;
+    }
     fn get(&self, key: &str) -> Option<&Value> {
         Value::get(self, key)
     }
@@ -67,6 +72,9 @@ impl JsonNode for Value {
 }
 
 impl JsonNode for Node<'_> {
+    fn set_null(&mut self) {
+        Node::set_null(self)
+    }
     fn get(&self, key: &str) -> Option<&Self> {
         Node::get(self, key)
     }
@@ -344,22 +352,38 @@ impl<'f> Walk<'f> {
         }
     }
 
+    /// A choice whose text was rewritten loses its `logprobs`: their tokens (and `bytes`,
+    /// `top_logprobs`) spell the original text, PII included. `before` is the walk's changed
+    /// flag from before this choice.
+    fn drop_stale_logprobs<N: JsonNode>(&mut self, choice: &mut N, before: bool) {
+        if self.changed {
+            if let Some(lp) = choice.get_mut("logprobs") {
+                lp.set_null();
+            }
+        }
+        self.changed |= before;
+    }
+
     /// Walks the content fields of a (non-streamed) response body of endpoint `ep`.
     pub fn response<N: JsonNode>(&mut self, ep: Endpoint, root: &mut N) {
         match ep {
             Endpoint::ChatCompletions => {
                 if let Some(choices) = root.get_mut("choices").and_then(N::array_mut) {
                     for c in choices {
+                        let before = std::mem::take(&mut self.changed);
                         if let Some(m) = c.get_mut("message") {
                             self.chat_message(m);
                         }
+                        self.drop_stale_logprobs(c, before);
                     }
                 }
             }
             Endpoint::Completions => {
                 if let Some(choices) = root.get_mut("choices").and_then(N::array_mut) {
                     for c in choices {
+                        let before = std::mem::take(&mut self.changed);
                         self.field(c, "text");
+                        self.drop_stale_logprobs(c, before);
                     }
                 }
             }
@@ -405,6 +429,36 @@ mod tests {
         rewrite_response(ep, &raw, &mut f)
             .unwrap()
             .map(|b| serde_json::from_slice(&b).unwrap())
+    }
+
+    #[test]
+    fn rewritten_choices_lose_their_logprobs() {
+        let lp =
+            json!({"content":[{"token":"SECRET","logprob":-0.1,"bytes":[83],"top_logprobs":[]}]});
+        let out = resp(
+            Endpoint::ChatCompletions,
+            json!({"choices":[
+                {"index":0,"message":{"role":"assistant","content":"a SECRET"},"logprobs":lp},
+                {"index":1,"message":{"role":"assistant","content":"clean"},"logprobs":{"content":[{"token":"clean"}]}}
+            ]}),
+        )
+        .expect("changed");
+        assert_eq!(out["choices"][0]["message"]["content"], "a [X]");
+        assert_eq!(out["choices"][0]["logprobs"], Value::Null);
+        assert_eq!(
+            out["choices"][1]["logprobs"]["content"][0]["token"],
+            "clean"
+        );
+        let out = resp(
+            Endpoint::Completions,
+            json!({"choices":[{"index":0,"text":"SECRET","logprobs":{"tokens":["SECRET"]}}]}),
+        )
+        .expect("changed");
+        assert_eq!(out["choices"][0]["logprobs"], Value::Null);
+        assert!(!out.to_string().contains("SECRET"));
+        // Nothing to redact: the body is forwarded as is, logprobs included.
+        let clean = json!({"choices":[{"index":0,"text":"hello","logprobs":{"tokens":["hello"]}}]});
+        assert_eq!(resp(Endpoint::Completions, clean), None);
     }
 
     #[test]
