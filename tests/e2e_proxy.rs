@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::time::Duration;
 
 use common::harness::*;
-use jimini::mock::{Fault, MockConfig};
+use jimini::mock::{Fault, MockConfig, MockMode};
 use rand::Rng;
 use serde_json::{json, Value};
 
@@ -177,6 +177,82 @@ fn streaming_any_chunk_size_never_leaks_and_matches_non_streaming() {
         assert_eq!(streamed, expected, "chunk size {chunk}");
         assert!(streamed.contains("[REDACTED:EMAIL]"));
     }
+}
+
+/// Concatenated `logprobs.content[].token` of every choice (and chunk) in a chat response.
+fn logprob_tokens(v: &Value) -> String {
+    v["choices"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["logprobs"]["content"].as_array())
+        .flatten()
+        .filter_map(|t| t["token"].as_str())
+        .collect()
+}
+
+#[test]
+fn logprobs_never_spell_out_redacted_text() {
+    // The upstream writes the address itself (fixed reply): only the response path can catch it.
+    let mut rng = rand::rng();
+    let email = rand_email(&mut rng);
+    let mut opts = mask_opts(3);
+    opts.mock.mode = MockMode::Fixed;
+    opts.mock.fixed_reply = format!("Please write to {email} about the invoice today");
+    let j = Jimini::start(opts);
+    let client = Jimini::client();
+    for stream in [false, true] {
+        let mut body = chat_body("where do I send it?", stream);
+        body["logprobs"] = json!(true);
+        let resp = client
+            .post(j.url("/v1/chat/completions"))
+            .json(&body)
+            .send()
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let raw = resp.text().unwrap();
+        let (content, tokens) = if stream {
+            let chunks: Vec<Value> = raw
+                .lines()
+                .filter_map(|l| l.strip_prefix("data: "))
+                .filter_map(|d| serde_json::from_str(d).ok())
+                .collect();
+            (
+                sse_chat_text(&raw),
+                chunks.iter().map(logprob_tokens).collect(),
+            )
+        } else {
+            let v: Value = serde_json::from_str(&raw).unwrap();
+            let content = v["choices"][0]["message"]["content"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            (content, logprob_tokens(&v))
+        };
+        assert!(content.contains("[REDACTED:EMAIL]"), "{content}");
+        let local = email.split('@').next().unwrap();
+        assert!(
+            !tokens.contains(local),
+            "stream={stream}: logprobs spell {local:?}: {tokens:?}"
+        );
+        assert!(!raw.contains(&email), "stream={stream}: {raw}");
+    }
+    // A choice with nothing to redact keeps its logprobs, token for token. (In a stream nearly
+    // every chunk of prose is shifted by the hold-back, so its logprobs go too.)
+    let mut opts = mask_opts(3);
+    opts.mock.mode = MockMode::Fixed;
+    opts.mock.fixed_reply = "nothing to hide here".into();
+    let clean = Jimini::start(opts);
+    let mut body = chat_body("hello", false);
+    body["logprobs"] = json!(true);
+    let v: Value = client
+        .post(clean.url("/v1/chat/completions"))
+        .json(&body)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(logprob_tokens(&v), "nothing to hide here");
 }
 
 #[test]

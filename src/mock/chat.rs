@@ -91,11 +91,58 @@ struct ChatMessage<'a> {
     tool_calls: Option<[ToolCallOut<'a>; 1]>,
 }
 
+/// `choices[].logprobs` when the request asks for `logprobs: true`: one entry per token, a
+/// token being a word with its leading space (non-streamed) or one streamed piece.
+#[derive(Serialize)]
+struct Logprobs<'a> {
+    content: Vec<TokenLogprob<'a>>,
+    refusal: Option<()>,
+}
+
+#[derive(Serialize)]
+struct TokenLogprob<'a> {
+    token: &'a str,
+    logprob: f64,
+    bytes: &'a [u8],
+    top_logprobs: [(); 0],
+}
+
+fn logprobs_of<'a>(tokens: impl Iterator<Item = &'a str>) -> Logprobs<'a> {
+    Logprobs {
+        content: tokens
+            .map(|token| TokenLogprob {
+                token,
+                logprob: -0.25,
+                bytes: token.as_bytes(),
+                top_logprobs: [],
+            })
+            .collect(),
+        refusal: None,
+    }
+}
+
+/// Splits text into word tokens, each keeping its leading whitespace.
+fn word_tokens(text: &str) -> impl Iterator<Item = &str> {
+    let mut rest = text;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let lead = rest.len() - rest.trim_start().len();
+        let end = rest[lead..]
+            .find(char::is_whitespace)
+            .map_or(rest.len(), |i| lead + i);
+        let (token, tail) = rest.split_at(end);
+        rest = tail;
+        Some(token)
+    })
+}
+
 #[derive(Serialize)]
 struct ChatChoice<'a> {
     index: usize,
     message: ChatMessage<'a>,
-    logprobs: Option<()>,
+    logprobs: Option<Logprobs<'a>>,
     finish_reason: &'static str,
 }
 
@@ -143,7 +190,7 @@ struct Delta<'a> {
 struct ChunkChoice<'a> {
     index: usize,
     delta: Delta<'a>,
-    logprobs: Option<()>,
+    logprobs: Option<Logprobs<'a>>,
     finish_reason: Option<&'static str>,
 }
 
@@ -225,6 +272,7 @@ pub(crate) fn chat_completions(ctx: &Ctx<'_>, body: &[u8]) -> Reply {
         None => approx_tokens(text.chars().count()),
     };
     let usage = Usage::new(prompt_tokens, per_choice * n as u64, true);
+    let with_logprobs = tool.is_none() && req.get("logprobs") == Some(&Value::Bool(true));
 
     if !wants_stream(&req) {
         let choices = (0..n)
@@ -246,7 +294,7 @@ pub(crate) fn chat_completions(ctx: &Ctx<'_>, body: &[u8]) -> Reply {
                         }]
                     }),
                 },
-                logprobs: None,
+                logprobs: with_logprobs.then(|| logprobs_of(word_tokens(&text))),
                 finish_reason: if tool.is_some() { "tool_calls" } else { "stop" },
             })
             .collect();
@@ -335,7 +383,7 @@ pub(crate) fn chat_completions(ctx: &Ctx<'_>, body: &[u8]) -> Reply {
             let c = ChunkChoice {
                 index,
                 delta,
-                logprobs: None,
+                logprobs: with_logprobs.then(|| logprobs_of(std::iter::once(*piece))),
                 finish_reason: None,
             };
             events.push(chunk(Some(&c), null_usage));

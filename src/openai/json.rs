@@ -32,8 +32,8 @@ enum Kind<'a> {
     Str(JsonStr<'a>),
     Arr(Vec<Node<'a>>),
     Obj(Vec<(Cow<'a, str>, Node<'a>)>),
-    /// A value the walker replaced with `null`.
-    Nulled,
+    /// A value the walker replaced with a constant (`null`, `[]`).
+    Literal(&'static str),
 }
 
 #[derive(Debug)]
@@ -117,7 +117,14 @@ impl<'a> Node<'a> {
     /// Replaces any value with `null` (spliced over the value's source bytes).
     pub fn set_null(&mut self) {
         if !matches!(self.kind, Kind::Null) {
-            self.kind = Kind::Nulled;
+            self.kind = Kind::Literal("null");
+        }
+    }
+
+    /// Replaces any value with an empty array (spliced over the value's source bytes).
+    pub fn set_empty_array(&mut self) {
+        if !matches!(&self.kind, Kind::Arr(items) if items.is_empty()) {
+            self.kind = Kind::Literal("[]");
         }
     }
 
@@ -173,9 +180,9 @@ fn splice_into(src: &str, node: &Node<'_>, out: &mut Vec<u8>, copied: &mut usize
             push_json_str(out, new);
             *copied = node.end;
         }
-        Kind::Nulled => {
+        Kind::Literal(text) => {
             out.extend_from_slice(&src.as_bytes()[*copied..node.start]);
-            out.extend_from_slice(b"null");
+            out.extend_from_slice(text.as_bytes());
             *copied = node.end;
         }
         Kind::Arr(items) => items.iter().for_each(|n| splice_into(src, n, out, copied)),

@@ -303,6 +303,13 @@ fn drop_stale_logprobs(choice: &mut Value) {
     }
 }
 
+/// The Responses API's form of the same: an event's `logprobs` list is emptied.
+fn empty_stale_logprobs(event: &mut Value) {
+    if let Some(lp) = event.get_mut("logprobs") {
+        *lp = Value::Array(Vec::new());
+    }
+}
+
 /// Pushes a non-empty string slot through the filter and records the field as touched.
 fn push_slot(
     f: &mut dyn StreamFilter,
@@ -767,6 +774,9 @@ impl State {
                 part: part_of(kind, v),
             };
             push_slot(f, field, v.get_mut("delta"), &mut o.changed, &mut o.touched)?;
+            if o.changed {
+                empty_stale_logprobs(v);
+            }
             return Ok(o);
         }
         if let Some(&(_, kind, _, key)) = RESP_FIELDS.iter().find(|r| r.2 == t) {
@@ -777,6 +787,9 @@ impl State {
             };
             o.pre = self.flush(f, |fl| fl == field)?;
             o.changed = walk_whole(f, v.get_mut(key), |w, s| w.string(s))?;
+            if o.changed {
+                empty_stale_logprobs(v);
+            }
             return Ok(o);
         }
         match t {
@@ -1603,6 +1616,55 @@ mod tests {
             first["choices"][0]["logprobs"]["content"][0]["token"],
             "Hi "
         );
+    }
+
+    #[test]
+    fn responses_logprobs_of_rewritten_text_are_emptied() {
+        let lp = |tokens: &[&str]| {
+            let items: Vec<String> = tokens
+                .iter()
+                .map(|t| {
+                    format!(r#"{{"token":"{t}","logprob":-0.1,"bytes":[1],"top_logprobs":[]}}"#)
+                })
+                .collect();
+            format!(r#""logprobs":[{}]"#, items.join(","))
+        };
+        let mut input = String::new();
+        for (d, tokens) in [
+            ("Hi SEC", &["Hi", " SEC"][..]),
+            ("RET th", &["RET", " th"]),
+            ("ére", &["ére"]),
+        ] {
+            input += &ev(
+                "response.output_text.delta",
+                &format!(
+                    r#"{{"type":"response.output_text.delta","item_id":"msg_1","output_index":0,"content_index":0,"delta":"{d}",{}}}"#,
+                    lp(tokens)
+                ),
+            );
+        }
+        let all = lp(&["Hi", " SEC", "RET", " th", "ére"]);
+        input += &ev(
+            "response.output_text.done",
+            &format!(
+                r#"{{"type":"response.output_text.done","item_id":"msg_1","output_index":0,"content_index":0,"text":"Hi SECRET thére",{all}}}"#
+            ),
+        );
+        input += &ev(
+            "response.content_part.done",
+            &format!(
+                r#"{{"type":"response.content_part.done","item_id":"msg_1","output_index":0,"content_index":0,"part":{{"type":"output_text","annotations":[],{all},"text":"Hi SECRET thére"}}}}"#
+            ),
+        );
+        let out = run(
+            Endpoint::Responses,
+            input.as_bytes(),
+            &mut Redact::default(),
+        );
+        let text = String::from_utf8_lossy(&out);
+        assert!(!text.contains("SEC") && !text.contains("RET"), "{text}");
+        // The last delta passed unchanged and keeps its logprobs.
+        assert!(text.contains(r#""token":"ére""#), "{text}");
     }
 
     #[test]

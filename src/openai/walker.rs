@@ -22,6 +22,8 @@ pub(crate) trait JsonNode: Sized {
     fn filter_str(&mut self, f: &mut dyn TextFilter) -> bool;
     /// Replaces the value with `null`.
     fn set_null(&mut self);
+    /// Replaces the value with `[]`.
+    fn set_empty_array(&mut self);
 
     /// The `type` tag of an object, if it is a string.
     fn type_tag(&self) -> Option<Cow<'_, str>> {
@@ -32,6 +34,9 @@ pub(crate) trait JsonNode: Sized {
 impl JsonNode for Value {
     fn set_null(&mut self) {
         *self = Value::Null;
+    }
+    fn set_empty_array(&mut self) {
+        *self = Value::Array(Vec::new());
     }
     fn get(&self, key: &str) -> Option<&Value> {
         Value::get(self, key)
@@ -74,6 +79,9 @@ impl JsonNode for Value {
 impl JsonNode for Node<'_> {
     fn set_null(&mut self) {
         Node::set_null(self)
+    }
+    fn set_empty_array(&mut self) {
+        Node::set_empty_array(self)
     }
     fn get(&self, key: &str) -> Option<&Self> {
         Node::get(self, key)
@@ -168,7 +176,15 @@ impl<'f> Walk<'f> {
     pub fn part<N: JsonNode>(&mut self, p: &mut N) {
         match p.type_tag().as_deref() {
             None | Some("text" | "input_text" | "output_text" | "summary_text") => {
-                self.field(p, "text")
+                // Output text parts carry per-token logprobs (a list) that spell the text.
+                let before = std::mem::take(&mut self.changed);
+                self.field(p, "text");
+                if self.changed {
+                    if let Some(lp) = p.get_mut("logprobs") {
+                        lp.set_empty_array();
+                    }
+                }
+                self.changed |= before;
             }
             Some("refusal") => self.field(p, "refusal"),
             _ => {}
@@ -456,6 +472,19 @@ mod tests {
         .expect("changed");
         assert_eq!(out["choices"][0]["logprobs"], Value::Null);
         assert!(!out.to_string().contains("SECRET"));
+        let out = resp(
+            Endpoint::Responses,
+            json!({"output":[{"type":"message","role":"assistant","content":[
+                {"type":"output_text","text":"SECRET","annotations":[],"logprobs":[{"token":"SECRET"}]},
+                {"type":"output_text","text":"fine","annotations":[],"logprobs":[{"token":"fine"}]}
+            ]}]}),
+        )
+        .expect("changed");
+        assert_eq!(out["output"][0]["content"][0]["logprobs"], json!([]));
+        assert_eq!(
+            out["output"][0]["content"][1]["logprobs"][0]["token"],
+            "fine"
+        );
         // Nothing to redact: the body is forwarded as is, logprobs included.
         let clean = json!({"choices":[{"index":0,"text":"hello","logprobs":{"tokens":["hello"]}}]});
         assert_eq!(resp(Endpoint::Completions, clean), None);
