@@ -78,10 +78,13 @@ for t in "${TARGETS[@]}"; do # warm-up
   set -- $t
   wrk -t1 -c4 -d1s -s load-tests/chat-2k.lua "http://127.0.0.1:$2" >/dev/null
 done
+rps() { # port seconds -> requests/s
+  wrk -t2 -c"$CONNS" -d"$2s" -s load-tests/chat-2k.lua "http://127.0.0.1:$1" | awk '/Requests\/sec/ {print $2}'
+}
 for round in $(seq 1 "$ROUNDS"); do
   for t in "${TARGETS[@]}"; do
     set -- $t
-    thr=$(wrk -t2 -c"$CONNS" -d"${DURATION}s" -s load-tests/chat-2k.lua "http://127.0.0.1:$2" | awk '/Requests\/sec/ {print $2}')
+    thr=$(rps "$2" "$DURATION")
     echo "rps $1 $thr" >> "$OUT/raw.txt"
   done
 done
@@ -95,11 +98,9 @@ ab() { # label portA portB
   local i a b
   for i in $(seq 1 "$PAIRS"); do
     if (( i % 2 )); then
-      a=$(wrk -t2 -c"$CONNS" -d"${AB_SECS}s" -s load-tests/chat-2k.lua "http://127.0.0.1:$2" | awk '/Requests\/sec/ {print $2}')
-      b=$(wrk -t2 -c"$CONNS" -d"${AB_SECS}s" -s load-tests/chat-2k.lua "http://127.0.0.1:$3" | awk '/Requests\/sec/ {print $2}')
+      a=$(rps "$2" "$AB_SECS"); b=$(rps "$3" "$AB_SECS")
     else
-      b=$(wrk -t2 -c"$CONNS" -d"${AB_SECS}s" -s load-tests/chat-2k.lua "http://127.0.0.1:$3" | awk '/Requests\/sec/ {print $2}')
-      a=$(wrk -t2 -c"$CONNS" -d"${AB_SECS}s" -s load-tests/chat-2k.lua "http://127.0.0.1:$2" | awk '/Requests\/sec/ {print $2}')
+      b=$(rps "$3" "$AB_SECS"); a=$(rps "$2" "$AB_SECS")
     fi
     echo "pair $1 $a $b" >> "$OUT/raw.txt"
   done

@@ -212,15 +212,8 @@ fn logprobs_never_spell_out_redacted_text() {
         assert_eq!(resp.status(), 200);
         let raw = resp.text().unwrap();
         let (content, tokens) = if stream {
-            let chunks: Vec<Value> = raw
-                .lines()
-                .filter_map(|l| l.strip_prefix("data: "))
-                .filter_map(|d| serde_json::from_str(d).ok())
-                .collect();
-            (
-                sse_chat_text(&raw),
-                chunks.iter().map(logprob_tokens).collect(),
-            )
+            let tokens = sse_chunks(&raw).iter().map(logprob_tokens).collect();
+            (sse_chat_text(&raw), tokens)
         } else {
             let v: Value = serde_json::from_str(&raw).unwrap();
             let content = v["choices"][0]["message"]["content"]

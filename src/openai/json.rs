@@ -114,18 +114,10 @@ impl<'a> Node<'a> {
         }
     }
 
-    /// Replaces any value with `null` (spliced over the value's source bytes).
-    pub fn set_null(&mut self) {
-        if !matches!(self.kind, Kind::Null) {
-            self.kind = Kind::Literal("null");
-        }
-    }
-
-    /// Replaces any value with an empty array (spliced over the value's source bytes).
-    pub fn set_empty_array(&mut self) {
-        if !matches!(&self.kind, Kind::Arr(items) if items.is_empty()) {
-            self.kind = Kind::Literal("[]");
-        }
+    /// Replaces the value with a constant JSON text such as `null` or `[]` (spliced over the
+    /// value's source bytes).
+    pub fn set_literal(&mut self, json: &'static str) {
+        self.kind = Kind::Literal(json);
     }
 
     /// Replaces the value of a string node; no-op on other kinds.

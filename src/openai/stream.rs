@@ -294,19 +294,12 @@ fn eol_static(b: &[u8]) -> &'static str {
     }
 }
 
-/// A chunk whose text was rewritten or held back loses its choice's `logprobs`: their tokens
-/// (and `bytes`, `top_logprobs`) spell the original text, PII included. Chunks that pass
-/// unchanged keep theirs.
-fn drop_stale_logprobs(choice: &mut Value) {
-    if let Some(lp) = choice.get_mut("logprobs") {
-        *lp = Value::Null;
-    }
-}
-
-/// The Responses API's form of the same: an event's `logprobs` list is emptied.
-fn empty_stale_logprobs(event: &mut Value) {
-    if let Some(lp) = event.get_mut("logprobs") {
-        *lp = Value::Array(Vec::new());
+/// A chunk whose text was rewritten or held back loses its `logprobs` (a chat choice's become
+/// `null`, a Responses event's an empty list): their tokens (and `bytes`, `top_logprobs`) spell
+/// the original text, PII included. Chunks that pass unchanged keep theirs.
+fn scrub_logprobs(holder: &mut Value, replacement: Value) {
+    if let Some(lp) = holder.get_mut("logprobs") {
+        *lp = replacement;
     }
 }
 
@@ -718,7 +711,7 @@ impl State {
                     &mut o.touched,
                 )?;
                 if o.changed {
-                    drop_stale_logprobs(choice);
+                    scrub_logprobs(choice, Value::Null);
                 }
                 o.changed |= changed_before;
                 if choice.get("finish_reason").is_some_and(|r| !r.is_null()) {
@@ -745,7 +738,7 @@ impl State {
                         o.changed = true;
                     }
                     if let Some(choice) = choice_mut(v, ci) {
-                        drop_stale_logprobs(choice);
+                        scrub_logprobs(choice, Value::Null);
                     }
                 }
             }
@@ -775,7 +768,7 @@ impl State {
             };
             push_slot(f, field, v.get_mut("delta"), &mut o.changed, &mut o.touched)?;
             if o.changed {
-                empty_stale_logprobs(v);
+                scrub_logprobs(v, Value::Array(Vec::new()));
             }
             return Ok(o);
         }
@@ -788,7 +781,7 @@ impl State {
             o.pre = self.flush(f, |fl| fl == field)?;
             o.changed = walk_whole(f, v.get_mut(key), |w, s| w.string(s))?;
             if o.changed {
-                empty_stale_logprobs(v);
+                scrub_logprobs(v, Value::Array(Vec::new()));
             }
             return Ok(o);
         }

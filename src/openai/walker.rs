@@ -78,10 +78,10 @@ impl JsonNode for Value {
 
 impl JsonNode for Node<'_> {
     fn set_null(&mut self) {
-        Node::set_null(self)
+        self.set_literal("null")
     }
     fn set_empty_array(&mut self) {
-        Node::set_empty_array(self)
+        self.set_literal("[]")
     }
     fn get(&self, key: &str) -> Option<&Self> {
         Node::get(self, key)
@@ -177,14 +177,10 @@ impl<'f> Walk<'f> {
         match p.type_tag().as_deref() {
             None | Some("text" | "input_text" | "output_text" | "summary_text") => {
                 // Output text parts carry per-token logprobs (a list) that spell the text.
-                let before = std::mem::take(&mut self.changed);
-                self.field(p, "text");
-                if self.changed {
-                    if let Some(lp) = p.get_mut("logprobs") {
-                        lp.set_empty_array();
-                    }
+                let changed = self.changes(p, |w, p| w.field(p, "text"));
+                if let Some(lp) = p.get_mut("logprobs").filter(|_| changed) {
+                    lp.set_empty_array();
                 }
-                self.changed |= before;
             }
             Some("refusal") => self.field(p, "refusal"),
             _ => {}
@@ -368,16 +364,24 @@ impl<'f> Walk<'f> {
         }
     }
 
-    /// A choice whose text was rewritten loses its `logprobs`: their tokens (and `bytes`,
-    /// `top_logprobs`) spell the original text, PII included. `before` is the walk's changed
-    /// flag from before this choice.
-    fn drop_stale_logprobs<N: JsonNode>(&mut self, choice: &mut N, before: bool) {
-        if self.changed {
+    /// Runs `walk` on `node` and tells whether it changed anything there (the walk's own
+    /// `changed` flag keeps what came before).
+    fn changes<N: JsonNode>(&mut self, node: &mut N, walk: impl FnOnce(&mut Self, &mut N)) -> bool {
+        let before = std::mem::take(&mut self.changed);
+        walk(self, node);
+        let changed = self.changed;
+        self.changed |= before;
+        changed
+    }
+
+    /// Walks one chat/completions choice; if its text was rewritten it loses its `logprobs`:
+    /// their tokens (and `bytes`, `top_logprobs`) spell the original text, PII included.
+    fn choice<N: JsonNode>(&mut self, choice: &mut N, walk: impl FnOnce(&mut Self, &mut N)) {
+        if self.changes(choice, walk) {
             if let Some(lp) = choice.get_mut("logprobs") {
                 lp.set_null();
             }
         }
-        self.changed |= before;
     }
 
     /// Walks the content fields of a (non-streamed) response body of endpoint `ep`.
@@ -386,20 +390,18 @@ impl<'f> Walk<'f> {
             Endpoint::ChatCompletions => {
                 if let Some(choices) = root.get_mut("choices").and_then(N::array_mut) {
                     for c in choices {
-                        let before = std::mem::take(&mut self.changed);
-                        if let Some(m) = c.get_mut("message") {
-                            self.chat_message(m);
-                        }
-                        self.drop_stale_logprobs(c, before);
+                        self.choice(c, |w, c| {
+                            if let Some(m) = c.get_mut("message") {
+                                w.chat_message(m);
+                            }
+                        });
                     }
                 }
             }
             Endpoint::Completions => {
                 if let Some(choices) = root.get_mut("choices").and_then(N::array_mut) {
                     for c in choices {
-                        let before = std::mem::take(&mut self.changed);
-                        self.field(c, "text");
-                        self.drop_stale_logprobs(c, before);
+                        self.choice(c, |w, c| w.field(c, "text"));
                     }
                 }
             }

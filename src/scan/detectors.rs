@@ -372,15 +372,7 @@ fn phone(h: &[u8], s: usize, e: usize) -> Option<(usize, usize)> {
             if !(8..=15).contains(&ndigits) {
                 continue;
             }
-            let singles = groups[..=k]
-                .iter()
-                .scan(0, |prev, &(_, n)| {
-                    let len = n - *prev;
-                    *prev = n;
-                    Some(len)
-                })
-                .filter(|&len| len == 1)
-                .count();
+            let singles = group_lens(&groups[..=k]).filter(|&len| len == 1).count();
             let span = &h[s..end];
             let opens = span.iter().filter(|&&b| b == b'(').count();
             let closes = span.iter().filter(|&&b| b == b')').count();
@@ -401,15 +393,31 @@ fn phone(h: &[u8], s: usize, e: usize) -> Option<(usize, usize)> {
     }
     // Longest group-aligned prefix first: "(0602) 726344 12.34.56.78" is a phone followed
     // by an address, not one 16-digit non-phone.
-    digit_groups(h, s, core)
-        .iter()
+    let groups = digit_groups(h, s, core);
+    (1..=groups.len())
         .rev()
-        .find(|&&(end, _)| phone_without_plus(h, s, end))
-        .map(|&(end, _)| (s, if end == core { e } else { end }))
+        .find(|&k| phone_without_plus(h, s, &groups[..k]))
+        .map(|k| {
+            let end = groups[k - 1].0;
+            (s, if end == core { e } else { end })
+        })
 }
 
-/// Whether `h[s..end]` (no extension) is a national, NANP or phone-word-announced number.
-fn phone_without_plus(h: &[u8], s: usize, end: usize) -> bool {
+/// Lengths of the digit groups from [`digit_groups`] (which counts digits cumulatively).
+fn group_lens(groups: &[(usize, usize)]) -> impl Iterator<Item = usize> + '_ {
+    groups.iter().scan(0, |prev, &(_, n)| {
+        let len = n - *prev;
+        *prev = n;
+        Some(len)
+    })
+}
+
+/// Whether the candidate from `s` through the last of `groups` (its digit groups, no
+/// extension) is a national, NANP or phone-word-announced number.
+fn phone_without_plus(h: &[u8], s: usize, groups: &[(usize, usize)]) -> bool {
+    let Some(&(end, _)) = groups.last() else {
+        return false;
+    };
     if !digits_isolated(h, s, end) {
         return false;
     }
@@ -432,14 +440,7 @@ fn phone_without_plus(h: &[u8], s: usize, end: usize) -> bool {
         &digits[..]
     };
     let phone_word = || keyword_before(h, s, PHONE_CONTEXT, &PHONE_WORDS, false);
-    let lens: Vec<usize> = digit_groups(h, s, end)
-        .iter()
-        .scan(0, |prev, &(_, n)| {
-            let len = n - *prev;
-            *prev = n;
-            Some(len)
-        })
-        .collect();
+    let lens: Vec<usize> = group_lens(groups).collect();
     let nanp_shape = first == b'('
         || (d.len() == 10 && matches!(lens.as_slice(), [1, 3, 3, 4] | [3, 3, 4] | [10] | [11]));
     if !nanp_shape {

@@ -324,22 +324,22 @@ impl Drop for Jimini {
     }
 }
 
+/// The JSON payloads of an SSE body's `data:` lines (`[DONE]` and non-JSON lines skipped).
+pub fn sse_chunks(body: &str) -> Vec<serde_json::Value> {
+    body.lines()
+        .filter_map(|line| line.strip_prefix("data: "))
+        .filter_map(|data| serde_json::from_str(data).ok())
+        .collect()
+}
+
 /// Concatenate the chat `delta.content` of an SSE body.
 pub fn sse_chat_text(body: &str) -> String {
     let mut out = String::new();
-    for line in body.lines() {
-        let Some(data) = line.strip_prefix("data: ") else {
-            continue;
-        };
-        if data == "[DONE]" {
-            continue;
-        }
-        if let Ok(v) = serde_json::from_str::<serde_json::Value>(data) {
-            if let Some(choices) = v["choices"].as_array() {
-                for c in choices {
-                    if let Some(t) = c["delta"]["content"].as_str() {
-                        out.push_str(t);
-                    }
+    for v in sse_chunks(body) {
+        if let Some(choices) = v["choices"].as_array() {
+            for c in choices {
+                if let Some(t) = c["delta"]["content"].as_str() {
+                    out.push_str(t);
                 }
             }
         }
