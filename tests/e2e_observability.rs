@@ -984,9 +984,10 @@ fn otlp_new_trace_without_traceparent_and_unsampled_parent_is_respected() {
 fn otlp_failed_upstream_marks_the_request_span_as_error() {
     let rx = OtlpReceiver::start();
     let mut o = otlp_options(&rx.base_url(), "");
-    let dead = free_port();
+    let dead = ClosedPort::new();
     o.upstreams_yaml = Some(format!(
-        "upstreams:\n  - name: deadup\n    base_url: http://127.0.0.1:{dead}\n"
+        "upstreams:\n  - name: deadup\n    base_url: http://127.0.0.1:{}\n",
+        dead.port
     ));
     let j = Jimini::start(o);
     let trace_id = rand_hex(16);

@@ -460,10 +460,11 @@ fn gzip_upstream_response_is_still_scanned() {
 
 #[test]
 fn upstream_down_is_an_openai_shaped_502() {
-    let dead = free_port();
+    let dead = ClosedPort::new();
     let j = Jimini::start(Options {
         upstreams_yaml: Some(format!(
-            "upstreams:\n  - name: dead\n    base_url: http://127.0.0.1:{dead}\n    retries: {{ max_attempts: 0 }}\n"
+            "upstreams:\n  - name: dead\n    base_url: http://127.0.0.1:{}\n    retries: {{ max_attempts: 0 }}\n",
+            dead.port
         )),
         ..mask_opts(4)
     });

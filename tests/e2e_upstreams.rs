@@ -181,11 +181,6 @@ impl Trap {
     }
 }
 
-/// A port with nothing listening on it.
-fn closed_port() -> u16 {
-    free_port()
-}
-
 /// Send raw bytes to `addr` and read until the peer closes (or 10 s pass).
 fn raw_http(addr: &str, req: &str) -> String {
     let mut s = TcpStream::connect(addr).unwrap();
@@ -1380,8 +1375,8 @@ fn stream_cut_midway_is_not_retried_and_ends_cleanly() {
 
 #[test]
 fn connection_refused_is_502_or_served_by_fallback() {
-    let port = closed_port();
-    let dead = format!("http://127.0.0.1:{port}");
+    let closed = ClosedPort::new();
+    let dead = format!("http://127.0.0.1:{}", closed.port);
     // Primary points at a closed port, no fallback.
     let upstreams = format!(
         "upstreams:\n  - name: dead\n    base_url: {dead}\n    timeouts: {{connect_ms: 1000}}\n    retries: {{max_attempts: 1, base_ms: 10, max_ms: 50}}\n"

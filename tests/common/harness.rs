@@ -18,6 +18,33 @@ pub fn free_port() -> u16 {
         .expect("bind an ephemeral port")
 }
 
+/// A loopback port that refuses connections for as long as this lives: a TCP socket bound to
+/// it but never listening. (A port from [`free_port`] is only free until a server started by a
+/// parallel test picks it, which then answers instead of refusing.)
+pub struct ClosedPort {
+    _socket: socket2::Socket,
+    pub port: u16,
+}
+
+impl ClosedPort {
+    pub fn new() -> ClosedPort {
+        use socket2::{Domain, Socket, Type};
+        let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("create a socket");
+        let addr: std::net::SocketAddr = "127.0.0.1:0".parse().expect("loopback address");
+        socket.bind(&addr.into()).expect("bind an ephemeral port");
+        let port = socket
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .map(|a| a.port())
+            .expect("bound address");
+        ClosedPort {
+            _socket: socket,
+            port,
+        }
+    }
+}
+
 fn write_config(
     opts: &Options,
     mock: &MockServer,
