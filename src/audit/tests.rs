@@ -242,6 +242,43 @@ fn writes_records_without_raw_identities() {
 }
 
 #[test]
+fn memoized_caller_hashes_match_the_keyed_hash_per_caller() {
+    let t = tempfile::tempdir().unwrap();
+    let h = AuditHandle::start(&cfg(t.path())).unwrap();
+    let callers = ["team-a", "team-b", "team-a", "team-c", "team-b"];
+    for (i, c) in callers.iter().enumerate() {
+        let mut e = ev(i as u64, None);
+        e.caller = Some((*c).into());
+        put(&h, e);
+    }
+    h.shutdown(Duration::from_secs(5));
+    let meta: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(t.path().join("meta.json")).unwrap()).unwrap();
+    let key: [u8; 32] = hex::decode(meta["caller_key"].as_str().unwrap())
+        .unwrap()
+        .try_into()
+        .unwrap();
+    let all = lines(&segments(t.path())[0]);
+    for (line, c) in all[1..].iter().zip(callers) {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(v["caller"], chain::caller_hash(&key, c), "{c}");
+    }
+}
+
+#[test]
+fn group_commit_window_defaults_follow_durability() {
+    use super::Durability;
+    let mut c = AuditConfig::default();
+    assert_eq!(c.batch_wait(), Duration::from_millis(10));
+    c.durability = Durability::Ack;
+    assert_eq!(c.batch_wait(), Duration::from_millis(2));
+    c.batch_wait_ms = Some(0);
+    assert_eq!(c.batch_wait(), Duration::ZERO);
+    let parsed: AuditConfig = serde_yaml::from_str("batch_wait_ms: 7").unwrap();
+    assert_eq!(parsed.batch_wait(), Duration::from_millis(7));
+}
+
+#[test]
 fn disabled_handle_accepts_everything() {
     let c = AuditConfig {
         enabled: false,

@@ -6,7 +6,7 @@
 //! Everything that mutates the directory while a proxy runs (erasure, retention, replay) is executed
 //! by the writer thread itself, in channel order, so there is exactly one writer per directory.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::io::{self, BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -21,7 +21,7 @@ use serde::Serialize;
 use tracing::{error, info, warn};
 
 use super::config::{AuditConfig, FsyncPolicy, OnFull};
-use super::record::{encode_event, encode_internal, AuditEvent, Internal, Pending};
+use super::record::{encode_event_with, encode_internal, AuditEvent, Internal, Pending};
 use super::retention::{self, RetentionReport};
 use super::store::{
     self, Clock, FsSink, Sink, Store, StoreOptions, SystemClock, Target, DEAD_LETTER,
@@ -183,7 +183,7 @@ impl AuditHandle {
             shared: shared.clone(),
             batch_max: cfg.batch_max,
             batch_wait: if cfg.fsync == FsyncPolicy::Batch {
-                Duration::from_millis(cfg.batch_wait_ms)
+                cfg.batch_wait()
             } else {
                 Duration::ZERO
             },
@@ -206,6 +206,7 @@ impl AuditHandle {
             },
             waiters: Vec::new(),
             last_sync: Instant::now(),
+            caller_hashes: HashMap::new(),
         };
         let writer = std::thread::Builder::new()
             .name("jimini-audit-writer".into())
@@ -636,7 +637,12 @@ struct Worker {
     dead_letter: DeadLetter,
     waiters: Vec<Reply<bool>>,
     last_sync: Instant,
+    /// Caller name -> keyed caller hash (names, never keys; bounded by [`CALLER_HASH_CACHE`]).
+    caller_hashes: HashMap<String, String>,
 }
+
+/// Distinct caller names whose hash the writer remembers; past it the memo starts over.
+const CALLER_HASH_CACHE: usize = 1024;
 
 impl Worker {
     fn run(mut self, rx: Receiver<Msg>) {
@@ -714,14 +720,27 @@ impl Worker {
         }
     }
 
-    fn encode(&self, ev: &AuditEvent, ts: &DateTime<Utc>) -> Pending {
+    fn encode(&mut self, ev: &AuditEvent, ts: &DateTime<Utc>) -> Pending {
         // The salt is drawn once here, so re-encoding for a retry is not needed and bytes are stable.
         let salt: [u8; 16] = if ev.subject.is_some() {
             rand::random()
         } else {
             [0; 16]
         };
-        encode_event(ev, ts, self.store.caller_key(), &salt)
+        let key = self.store.caller_key();
+        let memo = &mut self.caller_hashes;
+        let mut caller_hash = |caller: &str| {
+            if let Some(h) = memo.get(caller) {
+                return h.clone();
+            }
+            if memo.len() >= CALLER_HASH_CACHE {
+                memo.clear();
+            }
+            let h = super::chain::caller_hash(key, caller);
+            memo.insert(caller.to_string(), h.clone());
+            h
+        };
+        encode_event_with(ev, ts, &mut caller_hash, &salt)
     }
 
     fn next_wakeup(&self) -> Duration {
