@@ -34,6 +34,8 @@ MOCK=$(port)
 "$BIN" mock-upstream --listen "127.0.0.1:$MOCK" >/dev/null 2>&1 & PIDS+=($!)
 wait_port "$MOCK"
 
+declare -A PID_OF # port -> Jimini pid (whose CPU time each run also measures)
+TCK=$(getconf CLK_TCK)
 # Sets PORT. Not run in $(...): the server must be a child of this shell so cleanup() stops it.
 start_jimini() { # name inspect(true|false) audit(true|false) otlp(true|false) [threads]
   local name="$1" inspect="$2" audit="$3" otlp="$4" threads="${5:-1}" p a
@@ -53,7 +55,7 @@ telemetry:
   log_level: warn
   otlp: { enabled: $otlp, protocol: http_protobuf, endpoint: "http://127.0.0.1:$SINK", sample_ratio: 1.0 }
 YAML
-  "$BIN" serve -c "$TMP/$name/jimini.yaml" >"$TMP/$name/log" 2>&1 & PIDS+=($!)
+  "$BIN" serve -c "$TMP/$name/jimini.yaml" >"$TMP/$name/log" 2>&1 & PIDS+=($!); PID_OF[$p]=$!
   wait_port "$p"
   PORT="$p"
 }
@@ -78,14 +80,21 @@ for t in "${TARGETS[@]}"; do # warm-up
   set -- $t
   wrk -t1 -c4 -d1s -s load-tests/chat-2k.lua "http://127.0.0.1:$2" >/dev/null
 done
-rps() { # port seconds -> requests/s
-  wrk -t2 -c"$CONNS" -d"$2s" -s load-tests/chat-2k.lua "http://127.0.0.1:$1" | awk '/Requests\/sec/ {print $2}'
+cpu_ticks() { # port -> user+system clock ticks of the Jimini behind it, all threads (0: not Jimini)
+  if [ -n "${PID_OF[$1]:-}" ]; then awk '{print $14+$15}' "/proc/${PID_OF[$1]}/stat"; else echo 0; fi
+}
+rps() { # port seconds -> "requests/s  Jimini-CPU-µs-per-request"
+  local c1 c2 out
+  c1=$(cpu_ticks "$1")
+  out=$(wrk -t2 -c"$CONNS" -d"$2s" -s load-tests/chat-2k.lua "http://127.0.0.1:$1")
+  c2=$(cpu_ticks "$1")
+  awk -v c="$((c2 - c1))" -v t="$TCK" '/requests in/ {n=$1} /Requests\/sec/ {r=$2}
+    END {printf "%s %.1f\n", r, (n > 0 ? c / t * 1e6 / n : 0)}' <<<"$out"
 }
 for round in $(seq 1 "$ROUNDS"); do
   for t in "${TARGETS[@]}"; do
     set -- $t
-    thr=$(rps "$2" "$DURATION")
-    echo "rps $1 $thr" >> "$OUT/raw.txt"
+    echo "rps $1 $(rps "$2" "$DURATION")" >> "$OUT/raw.txt"
   done
 done
 # Paired A/B: the ratios the issues set targets for, each measured as PAIRS short runs in
@@ -102,7 +111,7 @@ ab() { # label portA portB
     else
       b=$(rps "$3" "$AB_SECS"); a=$(rps "$2" "$AB_SECS")
     fi
-    echo "pair $1 $a $b" >> "$OUT/raw.txt"
+    echo "pair $1 ${a% *} ${b% *} ${a#* } ${b#* }" >> "$OUT/raw.txt"
   done
 }
 ab default-mt/passthrough-mt "$P_PASS_MT" "$P_DEF_MT"
@@ -122,20 +131,27 @@ import re, sys
 def us(v):
     m = re.match(r'([0-9.]+)(us|ms|s)$', v); return float(m.group(1)) * {'us':1,'ms':1000,'s':1e6}[m.group(2)]
 import statistics
-rps, lat, pairs = {}, {}, {}
+rps, cpu, lat, pairs, cpu_pairs = {}, {}, {}, {}, {}
 for line in open(sys.argv[1]):
     kind, label, *vals = line.split()
     if kind == "rps":
         rps.setdefault(label, []).append(float(vals[0]))
+        cpu.setdefault(label, []).append(float(vals[1]))
     elif kind == "pair":
         pairs.setdefault(label, []).append(float(vals[1]) / float(vals[0]) * 100)
+        # CPU per request: the baseline's over the variant's = the throughput ratio when
+        # Jimini has its cores to itself (no wrk or mock beside it).
+        if float(vals[3]) > 0:
+            cpu_pairs.setdefault(label, []).append(float(vals[2]) / float(vals[3]) * 100)
     else:
         lat[label] = (us(vals[0]), us(vals[1]))
 rows = {k: (statistics.median(v), *lat[k]) for k, v in rps.items()}
-print(f"{'target':<15} {'req/s (median)':>15} {'rounds':>24} {'p50 µs':>8} {'p99 µs':>8}")
+print(f"{'target':<15} {'req/s (median)':>15} {'rounds':>24} {'p50 µs':>8} {'p99 µs':>8} {'CPU µs/req':>11}")
 for k, (r, a, b) in rows.items():
     runs = "/".join(f"{x/1000:.1f}k" for x in rps[k])
-    print(f"{k:<15} {r:>15.0f} {runs:>24} {a:>8.0f} {b:>8.0f}")
+    c = statistics.median(cpu[k])
+    print(f"{k:<15} {r:>15.0f} {runs:>24} {a:>8.0f} {b:>8.0f} {c if c > 0 else float('nan'):>11.1f}")
+print("(CPU µs/req: user + system time of the Jimini process, all its threads, per request)")
 d, p, f, na, tr, pm, fm = (rows[k] for k in ("direct", "passthrough", "default", "no-audit", "tracing", "passthrough-mt", "default-mt"))
 print()
 print(f"default / passthrough throughput : {fm[0]/pm[0]*100:5.1f} %   (target ≥ 70 %; as shipped, one worker per CPU)")
@@ -146,6 +162,12 @@ print()
 print("paired A/B (median of per-pair ratios; quartiles; all pairs):")
 targets = {"default-mt/passthrough-mt": 70, "default/passthrough": 70, "audit-on/off": 95, "tracing-on/off": 95}
 for label, r in pairs.items():
+    q = statistics.quantiles(r, n=4) if len(r) > 1 else [r[0]] * 3
+    every = " ".join(f"{x:.0f}" for x in r)
+    print(f"  {label:<26}: {statistics.median(r):5.1f} %  [{q[0]:.0f}–{q[2]:.0f}]  (target ≥ {targets.get(label, 0)} %)  {every}")
+print()
+print("paired A/B, Jimini CPU per request (baseline's / variant's: the throughput ratio on cores of its own):")
+for label, r in cpu_pairs.items():
     q = statistics.quantiles(r, n=4) if len(r) > 1 else [r[0]] * 3
     every = " ".join(f"{x:.0f}" for x in r)
     print(f"  {label:<26}: {statistics.median(r):5.1f} %  [{q[0]:.0f}–{q[2]:.0f}]  (target ≥ {targets.get(label, 0)} %)  {every}")
