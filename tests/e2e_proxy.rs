@@ -656,3 +656,22 @@ fn responses_api_and_legacy_completions_are_scanned() {
         );
     }
 }
+
+/// The harness's readiness check asks who owns a listening port, not merely whether something
+/// answers there: a parallel test's server on a recycled port once passed for this jimini.
+#[test]
+fn harness_readiness_tells_our_listener_from_someone_elses() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    assert_eq!(
+        listener_owned_by(std::process::id(), port),
+        Some(true),
+        "this process listens on {port}"
+    );
+    let j = Jimini::start(Options::default());
+    let proxy_port: u16 = j.proxy.rsplit(':').next().unwrap().parse().unwrap();
+    assert_eq!(listener_owned_by(j.child.id(), port), Some(false));
+    assert_eq!(listener_owned_by(j.child.id(), proxy_port), Some(true));
+    drop(listener);
+    assert_eq!(listener_owned_by(std::process::id(), port), Some(false));
+}

@@ -136,10 +136,22 @@ fn wait_ready(
 ) -> Result<(), String> {
     let text = || logs.lock().unwrap().join("\n");
     let deadline = Instant::now() + Duration::from_secs(30);
+    let pid = child.id();
     loop {
-        let up = |port: u16| std::net::TcpStream::connect(("127.0.0.1", port)).is_ok();
+        // Ours, not merely open: a port picked by `free_port` may be held by a parallel test's
+        // server, which would accept the probe while this jimini fails to bind (and exits).
+        let up = |port: u16| match listener_owned_by(pid, port) {
+            Some(ours) => ours,
+            None => std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+        };
         if up(admin_port) && up(proxy_port) {
             return Ok(());
+        }
+        // Pingora retries a taken port for 30 s: give up on it at once, the caller picks others.
+        if text().contains(" is in use, will try again") {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!("Address already in use (pingora)\n{}", text()));
         }
         if let Ok(Some(_)) = child.try_wait() {
             // Give the log readers a moment to drain the pipes.
@@ -153,6 +165,33 @@ fn wait_ready(
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Whether process `pid` holds the socket listening on 127.0.0.1:`port` (Linux `/proc`);
+/// `None` where `/proc` cannot tell.
+pub fn listener_owned_by(pid: u32, port: u16) -> Option<bool> {
+    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    let local = format!("0100007F:{port:04X}");
+    let inodes: Vec<String> = table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            // local_address, state 0A = LISTEN, inode
+            (cols.get(1) == Some(&local.as_str()) && cols.get(3) == Some(&"0A"))
+                .then(|| cols.get(9).map(|i| format!("socket:[{i}]")))
+                .flatten()
+        })
+        .collect();
+    if inodes.is_empty() {
+        return Some(false);
+    }
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
+    Some(fds.flatten().any(|fd| {
+        std::fs::read_link(fd.path())
+            .map(|l| inodes.iter().any(|i| l.as_os_str() == i.as_str()))
+            .unwrap_or(false)
+    }))
 }
 
 pub fn repo_root() -> PathBuf {
