@@ -187,8 +187,7 @@ pub(crate) fn clip(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
-/// Encode an event. `caller_key` keys the caller hash; `salt` salts the subject commitment (random per
-/// record, chosen by the caller so that re-encoding is deterministic).
+/// Test shorthand for [`encode_event_with`]: the caller hash keyed by `caller_key`, computed per call.
 #[cfg(test)]
 pub(crate) fn encode_event(
     ev: &AuditEvent,
@@ -199,8 +198,9 @@ pub(crate) fn encode_event(
     encode_event_with(ev, ts, &mut |c| chain::caller_hash(caller_key, c), salt)
 }
 
-/// [`encode_event`] with the caller hash supplied by `caller_hash` (the writer memoizes it: caller
-/// names are few, and the keyed SHA3 is a sixth of a record's hashing).
+/// Encode an event. `caller_hash` maps a caller name to its keyed hash (the writer memoizes it:
+/// names are few, and the keyed SHA3 is a sixth of a record's hashing); `salt` salts the subject
+/// commitment (random per record, chosen by the caller so that re-encoding is deterministic).
 pub(crate) fn encode_event_with(
     ev: &AuditEvent,
     ts: &DateTime<Utc>,
