@@ -30,9 +30,8 @@ const ROUTING_CONTEXT: usize = 32;
 const PHONE_CONTEXT: usize = 32;
 
 /// Word starts that make a shapeless number a phone number ("tel" covers "telephone" and
-/// "teléfono", "mobil" "mobile", "cel" "cell"/"celular", "call" "called"/"calling")
-/// ("text" and "reach" were tried and dropped: "the text 2024 1234 5678", "reach 12 000 000").
-/// ("text" and "reach" were tried and dropped: "the text 2024 1234 5678", "reach 12 000 000".)
+/// "teléfono", "mobil" "mobile", "cel" "cell"/"celular", "call" "called"/"calling").
+/// "text" and "reach" were tried and dropped: "the text 2024 1234 5678", "reach 12 000 000".
 const PHONE_WORDS: [&[u8]; 12] = [
     b"phone",
     b"tel",
