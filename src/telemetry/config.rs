@@ -111,6 +111,71 @@ pub struct ResolvedOtlp {
     pub service_name: String,
     pub export_timeout: Duration,
     pub max_queue: usize,
+    /// Extra request headers for OTLP/HTTP exports (collector auth), from
+    /// `OTEL_EXPORTER_OTLP_TRACES_HEADERS`, else `OTEL_EXPORTER_OTLP_HEADERS`. (The gRPC exporter
+    /// reads the same variables itself.)
+    pub headers: OtlpHeaders,
+}
+
+/// `key=value,key2=value2` export headers (values percent-decoded, as the OTLP spec says).
+/// Values are credentials: `Debug` prints the header names only.
+#[derive(Clone, Default, PartialEq)]
+pub struct OtlpHeaders(Vec<(http::HeaderName, http::HeaderValue)>);
+
+impl OtlpHeaders {
+    pub fn pairs(&self) -> &[(http::HeaderName, http::HeaderValue)] {
+        &self.0
+    }
+
+    /// Parses the value of `var`; a malformed entry is an error that names the header, never
+    /// its value.
+    fn parse(var: &str, list: &str) -> Result<OtlpHeaders, TelemetryError> {
+        let mut out = Vec::new();
+        for entry in list.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+            let bad = |what: &str| TelemetryError::Config(format!("{var}: {what}"));
+            let Some((name, value)) = entry.split_once('=') else {
+                return Err(bad("every entry must be key=value"));
+            };
+            let name = name.trim();
+            let header = http::HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| bad(&format!("'{name}' is not a valid header name")))?;
+            let decoded = percent_decode(value.trim())
+                .ok_or_else(|| bad(&format!("the value of '{name}' has a bad %-escape")))?;
+            let value = http::HeaderValue::from_str(&decoded).map_err(|_| {
+                bad(&format!(
+                    "the value of '{name}' is not a valid header value"
+                ))
+            })?;
+            out.push((header, value));
+        }
+        Ok(OtlpHeaders(out))
+    }
+}
+
+impl std::fmt::Debug for OtlpHeaders {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|(n, _)| format!("{n}: <masked>")))
+            .finish()
+    }
+}
+
+/// `%XX` escapes to bytes; `None` on a malformed escape or a result that is not UTF-8.
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 fn non_empty(v: Option<String>) -> Option<String> {
@@ -258,6 +323,13 @@ impl OtlpConfig {
                 "telemetry.otlp.max_queue: must be at least 1".to_owned(),
             ));
         }
+        let headers = match non_empty(env("OTEL_EXPORTER_OTLP_TRACES_HEADERS")) {
+            Some(v) => OtlpHeaders::parse("OTEL_EXPORTER_OTLP_TRACES_HEADERS", &v)?,
+            None => match non_empty(env("OTEL_EXPORTER_OTLP_HEADERS")) {
+                Some(v) => OtlpHeaders::parse("OTEL_EXPORTER_OTLP_HEADERS", &v)?,
+                None => OtlpHeaders::default(),
+            },
+        };
         Ok(ResolvedOtlp {
             endpoint,
             protocol,
@@ -265,6 +337,7 @@ impl OtlpConfig {
             service_name,
             export_timeout: Duration::from_millis(self.export_timeout_ms.max(1)),
             max_queue: self.max_queue,
+            headers,
         })
     }
 }
@@ -299,6 +372,66 @@ mod tests {
         assert_eq!(c.otlp.protocol, Some(OtlpProtocol::HttpProtobuf));
         assert!(serde_yaml::from_str::<TelemetryConfig>("logformat: json").is_err());
         assert!(serde_yaml::from_str::<TelemetryConfig>("otlp: {endpont: x}").is_err());
+    }
+
+    #[test]
+    fn otlp_headers_come_from_the_environment_decoded_and_masked() {
+        let base = OtlpConfig::default();
+        let r = base
+            .resolve_with(&env_of(&[(
+                "OTEL_EXPORTER_OTLP_HEADERS",
+                "api-key=s%3Dcr%C3%A9t , x-team=a b,",
+            )]))
+            .unwrap();
+        let got: Vec<(String, String)> = r
+            .headers
+            .pairs()
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_str().unwrap_or("").to_owned()))
+            .collect();
+        assert_eq!(got[1], ("x-team".to_owned(), "a b".to_owned()));
+        assert_eq!(got[0].0, "api-key");
+        assert_eq!(r.headers.pairs()[0].1.as_bytes(), "s=crét".as_bytes());
+        let shown = format!("{r:?}");
+        assert!(shown.contains("api-key: <masked>"), "{shown}");
+        assert!(
+            !shown.contains("s=cr") && !shown.contains("s%3D"),
+            "{shown}"
+        );
+
+        // The traces-specific variable wins over the general one.
+        let r = base
+            .resolve_with(&env_of(&[
+                ("OTEL_EXPORTER_OTLP_HEADERS", "a=1"),
+                ("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "b=2"),
+            ]))
+            .unwrap();
+        assert_eq!(r.headers.pairs().len(), 1);
+        assert_eq!(r.headers.pairs()[0].0.as_str(), "b");
+        assert!(base
+            .resolve_with(&env_of(&[]))
+            .unwrap()
+            .headers
+            .pairs()
+            .is_empty());
+
+        // Malformed entries are errors naming the variable and header, never the value.
+        for (list, what) in [
+            ("novalue", "key=value"),
+            ("bad header=x", "'bad header'"),
+            ("k=%zzsecret", "'k'"),
+            ("k=line\nsecret", "'k'"),
+        ] {
+            let e = base
+                .resolve_with(&env_of(&[("OTEL_EXPORTER_OTLP_HEADERS", list)]))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("OTEL_EXPORTER_OTLP_HEADERS") && e.contains(what),
+                "{e}"
+            );
+            assert!(!e.contains("secret"), "{e}");
+        }
     }
 
     #[test]

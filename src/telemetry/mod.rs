@@ -5,10 +5,13 @@ pub mod config;
 pub mod logs;
 pub mod metrics;
 pub mod otlp_http;
+pub mod otlp_wire;
 pub mod tracing;
 
 pub use self::tracing::{ChildKind, RequestTrace, Tracing};
-pub use config::{LogFormat, OtlpConfig, OtlpProtocol, ResolvedOtlp, SamplerSpec, TelemetryConfig};
+pub use config::{
+    LogFormat, OtlpConfig, OtlpHeaders, OtlpProtocol, ResolvedOtlp, SamplerSpec, TelemetryConfig,
+};
 pub use logs::{flush_logs, init_logs, log_lines_dropped, mask_secret, scrub_secrets};
 pub use metrics::{Metrics, RequestOutcome};
 

@@ -110,9 +110,19 @@ fn hex(b: &[u8]) -> String {
 struct Store {
     spans: Vec<ReceivedSpan>,
     requests: usize,
+    /// Headers of the latest OTLP/HTTP request (names lowercase).
+    last_headers: Vec<(String, String)>,
 }
 
-async fn traces(State(store): State<Arc<Mutex<Store>>>, body: Bytes) -> (StatusCode, Vec<u8>) {
+async fn traces(
+    State(store): State<Arc<Mutex<Store>>>,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> (StatusCode, Vec<u8>) {
+    store.lock().unwrap().last_headers = headers
+        .iter()
+        .map(|(n, v)| (n.as_str().to_owned(), v.to_str().unwrap_or("?").to_owned()))
+        .collect();
     let req = match ExportTraceServiceRequest::decode(body) {
         Ok(r) => r,
         Err(_) => return (StatusCode::BAD_REQUEST, Vec::new()),
@@ -258,6 +268,15 @@ impl OtlpReceiver {
     }
 
     /// Number of export requests received.
+    /// Value of header `name` on the latest OTLP/HTTP request, if it was sent.
+    pub fn last_header(&self, name: &str) -> Option<String> {
+        let st = self.store.lock().unwrap();
+        st.last_headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+    }
+
     pub fn requests(&self) -> usize {
         self.store.lock().unwrap().requests
     }
