@@ -58,7 +58,7 @@ pub async fn record(app: &App, session: &mut Session, e: Option<&Error>, ctx: &m
 
     if let Some(mut trace) = ctx.trace.take() {
         trace.set_attr("jimini.request_id", ctx.request_id.clone());
-        trace.set_attr("jimini.decision", decision_label.to_string());
+        trace.set_attr("jimini.decision", decision_label);
         trace.set_attr("jimini.shadow", decision.shadow);
         trace.set_attr("jimini.upstream", upstream.clone());
         let rule_ids: Vec<opentelemetry::StringValue> = decision

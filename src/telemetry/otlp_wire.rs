@@ -56,6 +56,8 @@ pub struct TraceExportEncoder {
     /// `ScopeSpans.spans` fields, tags included.
     spans: Vec<u8>,
     count: usize,
+    /// One span's body while it is encoded.
+    scratch: Vec<u8>,
 }
 
 impl TraceExportEncoder {
@@ -78,6 +80,7 @@ impl TraceExportEncoder {
             scope,
             spans: Vec::new(),
             count: 0,
+            scratch: Vec::new(),
         }
     }
 
@@ -91,35 +94,13 @@ impl TraceExportEncoder {
     }
 
     pub fn push(&mut self, s: &WireSpan<'_>) {
-        let out = &mut self.spans;
-        put_tag(out, 2, WIRE_LEN);
-        put_varint(out, span_len(s) as u64);
-        let before = out.len();
-        put_bytes(out, 1, &s.trace_id);
-        put_bytes(out, 2, &s.span_id);
-        put_str(out, 3, s.trace_state);
-        if let Some(p) = &s.parent_span_id {
-            put_bytes(out, 4, p);
-        }
-        put_str(out, 5, s.name);
-        put_tag(out, 6, WIRE_VARINT);
-        put_varint(out, s.kind as u64);
-        put_tag(out, 7, WIRE_FIXED64);
-        out.extend_from_slice(&unix_nanos(s.start).to_le_bytes());
-        put_tag(out, 8, WIRE_FIXED64);
-        out.extend_from_slice(&unix_nanos(s.end).to_le_bytes());
-        for kv in s.attributes {
-            put_key_value(out, 9, kv);
-        }
-        put_tag(out, 15, WIRE_LEN);
-        put_varint(out, status_len(s.error) as u64);
-        if s.error {
-            put_tag(out, 3, WIRE_VARINT);
-            put_varint(out, 2);
-        }
-        put_tag(out, 16, WIRE_FIXED32);
-        out.extend_from_slice(&span_flags(s).to_le_bytes());
-        debug_assert_eq!(out.len() - before, span_len(s));
+        // The span body goes to a reused scratch buffer first: its length prefix is then known
+        // without a second walk over the attributes.
+        let mut body = std::mem::take(&mut self.scratch);
+        body.clear();
+        put_span_body(&mut body, s);
+        put_bytes(&mut self.spans, 2, &body);
+        self.scratch = body;
         self.count += 1;
     }
 
@@ -157,30 +138,31 @@ fn unix_nanos(t: SystemTime) -> u64 {
         .unwrap_or(0)
 }
 
-fn status_len(error: bool) -> usize {
-    if error {
-        2
+fn put_span_body(out: &mut Vec<u8>, s: &WireSpan<'_>) {
+    put_bytes(out, 1, &s.trace_id);
+    put_bytes(out, 2, &s.span_id);
+    put_str(out, 3, s.trace_state);
+    if let Some(p) = &s.parent_span_id {
+        put_bytes(out, 4, p);
+    }
+    put_str(out, 5, s.name);
+    put_tag(out, 6, WIRE_VARINT);
+    put_varint(out, s.kind as u64);
+    put_tag(out, 7, WIRE_FIXED64);
+    out.extend_from_slice(&unix_nanos(s.start).to_le_bytes());
+    put_tag(out, 8, WIRE_FIXED64);
+    out.extend_from_slice(&unix_nanos(s.end).to_le_bytes());
+    for kv in s.attributes {
+        put_key_value(out, 9, kv);
+    }
+    // Status: code ERROR (2) or an empty message (UNSET), as the SDK always sends one.
+    if s.error {
+        put_bytes(out, 15, &[0x18, 0x02]);
     } else {
-        0
+        put_bytes(out, 15, &[]);
     }
-}
-
-fn span_len(s: &WireSpan<'_>) -> usize {
-    let mut n = field_len(1, 16) + field_len(2, 8);
-    n += str_field_len(3, s.trace_state);
-    if s.parent_span_id.is_some() {
-        n += field_len(4, 8);
-    }
-    n += str_field_len(5, s.name);
-    n += tag_len(6) + varint_len(s.kind as u64);
-    n += 2 * (tag_len(7) + 8);
-    n += s
-        .attributes
-        .iter()
-        .map(|kv| field_len(9, key_value_len(kv)))
-        .sum::<usize>();
-    n += field_len(15, status_len(s.error));
-    n + tag_len(16) + 4
+    put_tag(out, 16, WIRE_FIXED32);
+    out.extend_from_slice(&span_flags(s).to_le_bytes());
 }
 
 fn varint_len(v: u64) -> usize {
@@ -230,16 +212,16 @@ fn put_str(out: &mut Vec<u8>, field: u64, s: &str) {
     }
 }
 
-fn key_value_len(kv: &KeyValue) -> usize {
-    str_field_len(1, kv.key.as_str()) + field_len(2, any_value_len(&kv.value))
-}
-
 fn put_key_value(out: &mut Vec<u8>, field: u64, kv: &KeyValue) {
+    let value_len = any_value_len(&kv.value);
     put_tag(out, field, WIRE_LEN);
-    put_varint(out, key_value_len(kv) as u64);
+    put_varint(
+        out,
+        (str_field_len(1, kv.key.as_str()) + field_len(2, value_len)) as u64,
+    );
     put_str(out, 1, kv.key.as_str());
     put_tag(out, 2, WIRE_LEN);
-    put_varint(out, any_value_len(&kv.value) as u64);
+    put_varint(out, value_len as u64);
     put_any_value(out, &kv.value);
 }
 

@@ -755,7 +755,7 @@ impl Tracing {
     pub fn start_request(
         &self,
         incoming_traceparent: Option<&str>,
-        route: &str,
+        route: &'static str,
         method: &str,
     ) -> RequestTrace {
         let Some(inner) = &self.inner else {
@@ -773,8 +773,8 @@ impl Tracing {
             inner.ids.new_trace_id()
         };
         let mut attrs = Vec::with_capacity(16);
-        attrs.push(KeyValue::new(attr::HTTP_METHOD, method.to_owned()));
-        attrs.push(KeyValue::new(attr::HTTP_ROUTE, route.to_owned()));
+        attrs.push(KeyValue::new(attr::HTTP_METHOD, method_value(method)));
+        attrs.push(KeyValue::new(attr::HTTP_ROUTE, route));
         if let Some(op) = gen_ai_operation(route) {
             let system = if route == "messages" {
                 "anthropic"
@@ -861,6 +861,17 @@ impl Tracing {
     }
 }
 
+/// The standard methods as static strings (no allocation per request); others owned.
+fn method_value(method: &str) -> StringValue {
+    const KNOWN: [&str; 9] = [
+        "GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "CONNECT", "TRACE",
+    ];
+    match KNOWN.iter().find(|m| **m == method) {
+        Some(m) => StringValue::from(*m),
+        None => StringValue::from(method.to_owned()),
+    }
+}
+
 fn proto_name(p: OtlpProtocol) -> &'static str {
     match p {
         OtlpProtocol::Grpc => "grpc",
@@ -881,6 +892,19 @@ struct Active {
     /// Pre-allocated id of the first `jimini.upstream` child (sampled requests only).
     upstream_id: Option<SpanId>,
     upstream_id_used: bool,
+}
+
+/// `00-<trace id>-<span id>-<flags>`, hex-encoded by hand: `format!` through the ids' `Display`
+/// impls cost ~0.7 µs per request.
+fn traceparent(trace_id: [u8; 16], span_id: [u8; 8], flags: u8) -> String {
+    let mut buf = [b'-'; 55];
+    buf[..2].copy_from_slice(b"00");
+    let mut ok = hex::encode_to_slice(trace_id, &mut buf[3..35]).is_ok();
+    ok &= hex::encode_to_slice(span_id, &mut buf[36..52]).is_ok();
+    ok &= hex::encode_to_slice([flags], &mut buf[53..55]).is_ok();
+    debug_assert!(ok, "buffer sized for the ids");
+    // Hex digits and dashes only.
+    String::from_utf8_lossy(&buf).into_owned()
 }
 
 /// One request's trace. Inert (a `None`) when tracing is disabled.
@@ -979,11 +1003,10 @@ impl RequestTrace {
             return None;
         }
         let id = a.upstream_id.unwrap_or_else(|| sc.span_id());
-        Some(format!(
-            "00-{}-{}-{:02x}",
-            sc.trace_id(),
-            id,
-            sc.trace_flags().to_u8() & 0x01
+        Some(traceparent(
+            sc.trace_id().to_bytes(),
+            id.to_bytes(),
+            sc.trace_flags().to_u8() & 0x01,
         ))
     }
 
@@ -1047,6 +1070,30 @@ mod tests {
     use crate::telemetry::config::OtlpConfig;
 
     fn assert_send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn traceparent_matches_the_w3c_format() {
+        let t = opentelemetry::trace::TraceId::from_bytes([
+            0x0a, 0xf7, 0x65, 0x19, 0x16, 0xcd, 0x43, 0xdd, 0x84, 0x48, 0xeb, 0x21, 0x1c, 0x80,
+            0x31, 0x9c,
+        ]);
+        let sp = SpanId::from_bytes([0xb7, 0xad, 0x6b, 0x71, 0x69, 0x20, 0x33, 0x31]);
+        assert_eq!(
+            traceparent(t.to_bytes(), sp.to_bytes(), 1),
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+        );
+        for flags in [0u8, 1] {
+            assert_eq!(
+                traceparent([0; 16], [255; 8], flags),
+                format!(
+                    "00-{}-{}-{:02x}",
+                    opentelemetry::trace::TraceId::from_bytes([0; 16]),
+                    SpanId::from_bytes([255; 8]),
+                    flags
+                )
+            );
+        }
+    }
 
     #[test]
     fn handles_are_send_sync() {
