@@ -87,6 +87,11 @@ impl PlainHttpClient {
         let host = uri
             .host()
             .ok_or_else(|| OtlpHttpError::NoHost(uri.to_string()))?;
+        // `http://[::1]:4318` gives the host with its brackets; the resolver wants the address.
+        let host = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host);
         let port = uri.port_u16().unwrap_or(80);
         let head = request_head(request);
         if let Some(conn) = self.take_idle() {
@@ -405,6 +410,31 @@ mod tests {
         assert!(r1.contains("content-length: 5\r\n"), "{r1}");
         assert!(r1.contains("x-tenant: t1\r\n"), "{r1}");
         assert!(r1.ends_with("\r\n\r\nspans"), "{r1}");
+    }
+
+    #[test]
+    fn exports_to_an_ipv6_literal_endpoint() {
+        let l = TcpListener::bind("[::1]:0").expect("IPv6 loopback");
+        let port = l.local_addr().expect("addr").port();
+        let t = thread::spawn(move || {
+            let (mut c, _) = l.accept().expect("accept");
+            let mut buf = [0u8; 4096];
+            let n = c.read(&mut buf).expect("read");
+            c.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                .expect("write");
+            String::from_utf8_lossy(&buf[..n]).into_owned()
+        });
+        let req = http::Request::builder()
+            .method("POST")
+            .uri(format!("http://[::1]:{port}/v1/traces"))
+            .body(Bytes::from_static(b"x"))
+            .expect("request");
+        let resp = PlainHttpClient::new(Duration::from_secs(5))
+            .send(&req)
+            .expect("send over IPv6");
+        assert_eq!(resp.status(), 200);
+        let head = t.join().expect("server");
+        assert!(head.contains(&format!("host: [::1]:{port}\r\n")), "{head}");
     }
 
     #[test]
