@@ -114,6 +114,21 @@ const POLL_INTERVAL: Duration = Duration::from_millis(10);
 const DEFAULT_BATCH: usize = 512;
 /// Longest time a span waits for its batch (`OTEL_BSP_SCHEDULE_DELAY`, ms, overrides).
 const DEFAULT_DELAY: Duration = Duration::from_secs(5);
+/// Longest string attribute value, in bytes (see [`RequestTrace::set_attr`]).
+pub const MAX_ATTR_LEN: usize = 256;
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a character boundary.
+fn clip(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
 /// Spans recorded per request at most (request span + scan/upstream children, retries aside):
 /// the queue of requests is sized so that `max_queue` counts spans, as in the SDK.
 const SPANS_PER_REQUEST: usize = 4;
@@ -408,9 +423,7 @@ impl Finished {
             instrumentation_scope: scope.clone(),
         });
     }
-}
 
-impl Finished {
     /// Encodes the children, then the request span, as `into_spans` orders them.
     fn encode_into(self, encoder: &mut TraceExportEncoder) {
         let trace_id = self.cx.trace_id().to_bytes();
@@ -931,10 +944,18 @@ impl RequestTrace {
         self.active.as_ref().is_some_and(|a| a.sampled)
     }
 
-    /// Set an attribute on the request span (no-op unless recording).
+    /// Set an attribute on the request span (no-op unless recording). String values longer
+    /// than [`MAX_ATTR_LEN`] bytes are cut at a character boundary: values such as the model
+    /// come from the client's body, and a span is no place for a megabyte of it.
     pub fn set_attr(&mut self, key: &'static str, value: impl Into<Value>) {
         if let Some(a) = self.active.as_deref_mut() {
             if a.sampled {
+                let value = match value.into() {
+                    Value::String(s) if s.as_str().len() > MAX_ATTR_LEN => {
+                        Value::String(clip(s.as_str(), MAX_ATTR_LEN).to_owned().into())
+                    }
+                    v => v,
+                };
                 a.attrs.push(KeyValue::new(key, value));
             }
         }
@@ -1093,6 +1114,35 @@ mod tests {
                 )
             );
         }
+    }
+
+    #[test]
+    fn long_string_attributes_are_clipped_on_a_char_boundary() {
+        assert_eq!(clip("abc", 5), "abc");
+        assert_eq!(clip("héllo", 2), "h");
+        assert_eq!(clip("héllo", 3), "hé");
+        let rx = OtlpReceiver::start();
+        let t = Tracing::init_resolved(&resolved(
+            rx.endpoint(),
+            OtlpProtocol::HttpProtobuf,
+            always(),
+        ))
+        .unwrap();
+        let mut rt = t.start_request(None, "chat", "POST");
+        let huge = "é".repeat(100_000);
+        rt.set_attr(attr::GEN_AI_REQUEST_MODEL, huge.clone());
+        rt.set_attr(attr::REQUEST_ID, "short");
+        rt.end(200);
+        t.shutdown();
+        let spans = rx.wait_for_spans(1, Duration::from_secs(10));
+        let model = spans[0].attr_str(attr::GEN_AI_REQUEST_MODEL).unwrap();
+        assert_eq!(
+            model.len(),
+            MAX_ATTR_LEN,
+            "256 bytes = 128 two-byte characters"
+        );
+        assert!(huge.starts_with(model));
+        assert_eq!(spans[0].attr_str(attr::REQUEST_ID), Some("short"));
     }
 
     #[test]
