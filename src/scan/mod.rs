@@ -3,6 +3,7 @@
 //! ([`rewrite_all`]) and a chunk-boundary-safe, bounded-memory [`StreamScanner`]. Pure logic.
 
 mod detectors;
+mod lanes;
 mod liveness;
 mod matcher;
 mod rewrite;

@@ -540,6 +540,47 @@ fn full_matcher() -> &'static Matcher {
     M.get_or_init(|| Matcher::builtin().expect("compile"))
 }
 
+/// Built-ins plus pack-style custom patterns (case-insensitive phrases, keyword lists, a
+/// literal alternation), with and without the two-lane search.
+fn lane_matchers() -> &'static [(Matcher, Matcher)] {
+    static M: OnceLock<Vec<(Matcher, Matcher)>> = OnceLock::new();
+    M.get_or_init(|| {
+        let mut packish = builtin_specs();
+        packish.push(PatternSpec {
+            label: "override".into(),
+            kind: PatternKind::Regex(
+                r"(?i)\b(?:ignore|disregard|forget)\s+(?:all\s+)?(?:previous|prior|system)\s+(?:instructions?|prompts?)\b".into(),
+            ),
+        });
+        packish.push(PatternSpec {
+            label: "persona".into(),
+            kind: PatternKind::Keywords(vec![
+                "do anything now".into(),
+                "developer mode enabled".into(),
+                "the report".into(),
+                "café".into(),
+            ]),
+        });
+        packish.push(PatternSpec {
+            label: "template".into(),
+            kind: PatternKind::Regex(r"<\|im_start\|>|\[/?INST\]|<</?SYS>>".into()),
+        });
+        packish.push(PatternSpec {
+            label: "unicode-boundary".into(),
+            kind: PatternKind::Regex(r"\bnaïve\b".into()),
+        });
+        [builtin_specs(), packish]
+            .iter()
+            .map(|specs| {
+                (
+                    Matcher::new(specs).expect("compile"),
+                    Matcher::new(specs).expect("compile").without_lanes(),
+                )
+            })
+            .collect()
+    })
+}
+
 fn run_stream(m: &Matcher, chunks: &[&str]) -> (String, u64) {
     let mut rw = BuiltinRewriter::new(m);
     let mut s = StreamScanner::new();
@@ -641,6 +682,44 @@ proptest! {
         }
     }
 
+    /// The two-lane search is an optimisation only: on long generated texts every finding
+    /// equals the plain engine's, and so does every raw leftmost-first candidate over random
+    /// spans (whenever the lanes decide; they must decide on ordinary prose).
+    #[test]
+    fn two_lanes_equal_the_plain_search(
+        items in prop::collection::vec((any::<u8>(), any::<u64>()), 60..400),
+        cuts in prop::collection::vec((any::<prop::sample::Index>(), any::<prop::sample::Index>()), 1..6),
+    ) {
+        let (text, _) = build_text(&items);
+        let hay = text.as_bytes();
+        for (lanes, plain) in lane_matchers() {
+            prop_assert_eq!(lanes.find(&text), plain.find(&text));
+            for (a, b) in &cuts {
+                let (mut pos, mut end) = (a.index(hay.len() + 1), b.index(hay.len() + 1));
+                if pos > end {
+                    std::mem::swap(&mut pos, &mut end);
+                }
+                let (two, one) = lanes.search_both(hay, pos, end);
+                if let Some(two) = two {
+                    prop_assert_eq!(two, one, "span {}..{}", pos, end);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn two_lanes_equal_the_plain_search_on_noise(
+        text in "[0-9 .:@+()\\-/_a-fA-FxkKsSiI漢é🎉\n<|>\\[\\]]{500,3000}",
+    ) {
+        for (lanes, plain) in lane_matchers() {
+            prop_assert_eq!(lanes.find(&text), plain.find(&text));
+            let (two, one) = lanes.search_both(text.as_bytes(), 0, text.len());
+            if let Some(two) = two {
+                prop_assert_eq!(two, one);
+            }
+        }
+    }
+
     #[test]
     fn find_from_reports_only_suffix_findings(
         items in prop::collection::vec((any::<u8>(), any::<u64>()), 1..30),
@@ -659,6 +738,39 @@ proptest! {
         let expected: Vec<_> = all.iter().filter(|f| f.start >= from).copied().collect();
         prop_assert_eq!(tail, expected);
     }
+}
+
+/// A finding with whitespace inside it placed at every offset of a long text: wherever a
+/// leading lane starts inside it, that lane must not be believed until the trailing lane is
+/// past the finding.
+#[test]
+fn two_lanes_with_a_finding_at_every_offset() {
+    let phrases = [
+        "ignore   all previous \t instructions",
+        "do  anything \n now",
+        "+1 415 555 0134",
+        "4111 1111 1111 1111",
+        "jane.doe@example.com",
+        "<|im_start|> [INST]",
+    ];
+    let pad = "The quarterly planning notes cover onboarding and vendor reviews. ";
+    let body = pad.repeat(24);
+    let (lanes, plain) = &lane_matchers()[1];
+    let mut decided = 0;
+    for phrase in phrases {
+        for at in (150..1100).filter(|i| body.is_char_boundary(*i)) {
+            let text = format!("{} {phrase} {}", &body[..at], &body[at..]);
+            let hay = text.as_bytes();
+            let (two, one) = lanes.search_both(hay, 0, hay.len());
+            assert!(one.is_some(), "{phrase}");
+            if let Some(two) = two {
+                decided += 1;
+                assert_eq!(two, one, "{phrase} at {at}");
+            }
+            assert_eq!(lanes.find(&text), plain.find(&text), "{phrase} at {at}");
+        }
+    }
+    assert!(decided > 1000, "the lanes decided only {decided} times");
 }
 
 #[test]
