@@ -14,21 +14,22 @@
 //! leftmost-first match at or after `p`, which is the leading lane's: its extra threads from
 //! `[q, p)` never match, and in leftmost-first order they can only keep it alive longer, never
 //! change what it reports. The leading lane then trails, and a new one starts ahead of it. The
-//! start of the match comes from the same anchored reverse search the regex engine uses.
+//! lanes report where the match ends; the matcher has the regex engine find it again from at
+//! most the pattern's maximum length before that end (no match starts earlier).
 //! Anything unusual (a cache that gave up, a quit byte, a cache clear under a compared state)
 //! returns `None` and the caller runs the plain search.
 
 use std::panic::{RefUnwindSafe, UnwindSafe};
 
 use regex_automata::hybrid::dfa::{Cache, DFA};
-use regex_automata::hybrid::{regex::Regex as HybridRegex, LazyStateID};
-use regex_automata::nfa::thompson;
+use regex_automata::hybrid::LazyStateID;
+use regex_automata::nfa::thompson::NFA;
 use regex_automata::util::pool::Pool;
-use regex_automata::util::syntax::Config as SyntaxConfig;
-use regex_automata::{Anchored, HalfMatch, Input, Match, MatchKind};
+use regex_automata::{HalfMatch, Input, MatchKind};
 
-/// Spans shorter than this are searched the plain way (two lanes cost a second start).
-pub(crate) const MIN_LANE_SPAN: usize = 2 * MIN_LEAD;
+/// Spans shorter than this are searched the plain way: below it the saving is a fraction of
+/// a microsecond, not worth a second lazy-DFA cache (~1 MB) per worker thread.
+pub(crate) const MIN_LANE_SPAN: usize = 1024;
 
 /// Below this distance a second lane costs more (a start state, a clean check) than it saves.
 const MIN_LEAD: usize = 128;
@@ -45,17 +46,17 @@ const LEAD: usize = 1024;
 /// Lazy-DFA cache budget per lane (as the matcher's own engine).
 const CACHE_CAPACITY: usize = 4 << 20;
 
+/// One lazy-DFA cache serves both lanes (half the memory of one each): a cache clear while
+/// both walk would renumber the other lane's state, so a clear then abandons the lanes.
 struct LaneCaches {
-    first: Cache,
-    second: Cache,
-    reverse: Cache,
+    shared: Cache,
 }
 
 type CacheFn = Box<dyn Fn() -> LaneCaches + Send + Sync + UnwindSafe + RefUnwindSafe>;
 
 /// The compiled two-lane searcher; `Send + Sync`, caches come from a pool per thread.
 pub(crate) struct TwoLane {
-    re: HybridRegex,
+    dfa: DFA,
     caches: Pool<LaneCaches, CacheFn>,
 }
 
@@ -77,62 +78,34 @@ struct Lane {
 struct Undecided;
 
 impl TwoLane {
-    /// Compiles the same patterns (in the same priority order, same syntax) as the matcher's
-    /// regex. `None` when the lazy DFA cannot be built for them.
-    pub(crate) fn new(sources: &[&str]) -> Option<TwoLane> {
-        let forward = DFA::config()
+    /// A forward lazy DFA over `nfa`, which must hold the matcher's patterns in its priority
+    /// order (the matcher shares the stream-liveness NFA: no second copy of the patterns).
+    /// `None` when the lazy DFA cannot be built for them.
+    pub(crate) fn new(nfa: NFA) -> Option<TwoLane> {
+        let config = DFA::config()
             .match_kind(MatchKind::LeftmostFirst)
             .cache_capacity(CACHE_CAPACITY)
-            .minimum_cache_clear_count(Some(3))
-            .minimum_bytes_per_state(Some(10))
+            // No give-up heuristic here: a clear while two lanes walk already hands the span
+            // to the plain search, which has its own.
+            .minimum_cache_clear_count(None)
             .unicode_word_boundary(true);
-        let re = HybridRegex::builder()
-            .syntax(SyntaxConfig::new())
-            .thompson(thompson::Config::new().nfa_size_limit(Some(64 << 20)))
-            .dfa(forward)
-            .build_many(sources)
-            .ok()?;
-        let (fwd, rev) = (re.forward().clone(), re.reverse().clone());
+        let dfa = DFA::builder().configure(config).build_from_nfa(nfa).ok()?;
+        let for_pool = dfa.clone();
         let create: CacheFn = Box::new(move || LaneCaches {
-            first: fwd.create_cache(),
-            second: fwd.create_cache(),
-            reverse: rev.create_cache(),
+            shared: for_pool.create_cache(),
         });
         Some(TwoLane {
-            re,
+            dfa,
             caches: Pool::new(create),
         })
     }
 
-    /// The leftmost-first match in `hay[pos..end]` (look-around sees the whole haystack), as
-    /// the plain unanchored search reports it; `None` (outer) when the caller must run that
-    /// search itself.
-    pub(crate) fn search(&self, hay: &[u8], pos: usize, end: usize) -> Option<Option<Match>> {
+    /// Where the leftmost-first match in `hay[pos..end]` ends, and its pattern, as the plain
+    /// unanchored search sees it (look-around sees the whole haystack); `None` (outer) when the
+    /// caller must run that search itself.
+    pub(crate) fn find_end(&self, hay: &[u8], pos: usize, end: usize) -> Option<Option<HalfMatch>> {
         let mut guard = self.caches.get();
-        let caches = &mut *guard;
-        let fwd = self.re.forward();
-        let half = match forward_two_lane(fwd, caches, hay, pos, end) {
-            Ok(Some(h)) => h,
-            Ok(None) => return Some(None),
-            Err(Undecided) => return None,
-        };
-        if half.offset() == pos {
-            return Some(Some(Match::new(half.pattern(), pos..pos)));
-        }
-        let rev = Input::new(hay)
-            .span(pos..half.offset())
-            .anchored(Anchored::Yes)
-            .earliest(false);
-        let start = self
-            .re
-            .reverse()
-            .try_search_rev(&mut caches.reverse, &rev)
-            .ok()
-            .flatten()?;
-        Some(Some(Match::new(
-            half.pattern(),
-            start.offset()..half.offset(),
-        )))
+        forward_two_lane(&self.dfa, &mut guard, hay, pos, end).ok()
     }
 }
 
@@ -146,7 +119,6 @@ fn start_lane(
     let sid = dfa
         .start_state_forward(cache, &Input::new(hay).span(at..end))
         .map_err(|_| Undecided)?;
-    cache.search_start(at);
     Ok(Lane {
         sid,
         at,
@@ -155,12 +127,19 @@ fn start_lane(
     })
 }
 
-/// Consumes `hay[lane.at]`, exactly as the regex engine's forward search does.
+/// Consumes `hay[lane.at]`, exactly as the regex engine's forward search does. With `shared`
+/// (another lane holds a state of the same cache), a cache clear is an `Undecided`.
 #[inline(always)]
-fn step(dfa: &DFA, cache: &mut Cache, lane: &mut Lane, hay: &[u8]) -> Result<(), Undecided> {
+fn step(
+    dfa: &DFA,
+    cache: &mut Cache,
+    lane: &mut Lane,
+    hay: &[u8],
+    shared: bool,
+) -> Result<(), Undecided> {
     let byte = hay[lane.at];
+    let clears = cache.clear_count();
     let mut next = if lane.sid.is_tagged() {
-        cache.search_update(lane.at);
         dfa.next_state(cache, lane.sid, byte)
             .map_err(|_| Undecided)?
     } else {
@@ -168,7 +147,6 @@ fn step(dfa: &DFA, cache: &mut Cache, lane: &mut Lane, hay: &[u8]) -> Result<(),
     };
     if next.is_tagged() {
         if next.is_unknown() {
-            cache.search_update(lane.at);
             next = dfa
                 .next_state(cache, lane.sid, byte)
                 .map_err(|_| Undecided)?;
@@ -183,6 +161,9 @@ fn step(dfa: &DFA, cache: &mut Cache, lane: &mut Lane, hay: &[u8]) -> Result<(),
     }
     lane.sid = next;
     lane.at += 1;
+    if shared && cache.clear_count() != clears {
+        return Err(Undecided);
+    }
     Ok(())
 }
 
@@ -212,7 +193,7 @@ fn finish(
                 break;
             }
         }
-        step(dfa, cache, &mut lane, hay)?;
+        step(dfa, cache, &mut lane, hay, false)?;
     }
     if !lane.dead {
         match hay.get(end) {
@@ -232,7 +213,6 @@ fn finish(
             }
         }
     }
-    cache.search_finish(end);
     Ok(lane.mat)
 }
 
@@ -263,63 +243,66 @@ fn forward_two_lane(
     pos: usize,
     end: usize,
 ) -> Result<Option<HalfMatch>, Undecided> {
-    let lanes = [&mut caches.first, &mut caches.second];
-    // `t` indexes the trailing lane's cache; the leading lane uses the other one.
-    let mut t = 0;
-    let mut trail = start_lane(dfa, lanes[t], hay, pos, end)?;
+    let cache = &mut caches.shared;
+    let mut trail = start_lane(dfa, cache, hay, pos, end)?;
     let mut lead = match lead_start(hay, pos, end) {
-        Some(q) => Some((q, q - pos, start_lane(dfa, lanes[1 - t], hay, q, end)?)),
+        Some(q) => Some((q, q - pos, start_lead(dfa, cache, hay, q, end)?)),
         None => None,
     };
     while let Some((q, dist, ref mut ahead)) = lead {
         if trail.dead || trail.at >= end {
             break;
         }
-        if !run_both(
-            dfa,
-            [&*lanes[t], &*lanes[1 - t]],
-            &mut trail,
-            ahead,
-            q,
-            hay,
-            end,
-        ) {
-            step(dfa, lanes[t], &mut trail, hay)?;
+        if !run_both(dfa, &*cache, &mut trail, ahead, q, hay, end) {
+            step(dfa, cache, &mut trail, hay, true)?;
             if !ahead.dead && ahead.at < end {
-                step(dfa, lanes[1 - t], ahead, hay)?;
+                step(dfa, cache, ahead, hay, true)?;
             }
         }
         if trail.mat.is_some() {
             // The trailing lane owns the leftmost match; the leading one was speculation.
-            lanes[1 - t].search_finish(ahead.at);
             lead = None;
             continue;
         }
         if trail.at >= q + dist {
             // Never clean (no whitespace, or one long candidate): stop paying for speculation.
-            lanes[1 - t].search_finish(ahead.at);
             lead = None;
             continue;
         }
         if trail.at < q || trail.at >= end || !is_resync_point(hay, trail.at) {
             continue;
         }
-        if is_clean(dfa, lanes[t], &trail, hay, end)? {
+        if is_clean(dfa, cache, &trail, hay, end)? {
             // Nothing that began before `trail.at` can match: the leading lane's answer is the
             // answer. It becomes the trailing lane, and a new lane starts ahead of it.
-            lanes[t].search_finish(trail.at);
-            t = 1 - t;
             let (_, _, next) = lead.take().ok_or(Undecided)?;
             trail = next;
             lead = match lead_start(hay, trail.at, end) {
                 Some(q) if !trail.dead => {
-                    Some((q, q - trail.at, start_lane(dfa, lanes[1 - t], hay, q, end)?))
+                    Some((q, q - trail.at, start_lead(dfa, cache, hay, q, end)?))
                 }
                 _ => None,
             };
         }
     }
-    finish(dfa, lanes[t], trail, hay, end)
+    finish(dfa, cache, trail, hay, end)
+}
+
+/// Starts the leading lane; its start state may have to be added to the cache, and a clear
+/// then would renumber the trailing lane's state.
+fn start_lead(
+    dfa: &DFA,
+    cache: &mut Cache,
+    hay: &[u8],
+    at: usize,
+    end: usize,
+) -> Result<Lane, Undecided> {
+    let clears = cache.clear_count();
+    let lane = start_lane(dfa, cache, hay, at, end)?;
+    if cache.clear_count() != clears {
+        return Err(Undecided);
+    }
+    Ok(lane)
 }
 
 /// The hot loop: both lanes advance together with their states in registers while every
@@ -330,7 +313,7 @@ fn forward_two_lane(
 #[inline(always)]
 fn run_both(
     dfa: &DFA,
-    caches: [&Cache; 2],
+    cache: &Cache,
     trail: &mut Lane,
     ahead: &mut Lane,
     q: usize,
@@ -345,8 +328,8 @@ fn run_both(
     let n = (stop - trail.at).min(end.saturating_sub(ahead.at));
     let (mut s1, mut s2, mut a1, mut a2) = (trail.sid, ahead.sid, trail.at, ahead.at);
     for _ in 0..n {
-        let x1 = dfa.next_state_untagged(caches[0], s1, hay[a1]);
-        let x2 = dfa.next_state_untagged(caches[1], s2, hay[a2]);
+        let x1 = dfa.next_state_untagged(cache, s1, hay[a1]);
+        let x2 = dfa.next_state_untagged(cache, s2, hay[a2]);
         if x1.is_tagged() | x2.is_tagged() {
             break;
         }

@@ -91,6 +91,11 @@ impl Liveness {
         })
     }
 
+    /// The forward NFA of the matcher's patterns (shared with the two-lane search).
+    pub(crate) fn nfa(&self) -> &NFA {
+        self.dfa.get_nfa()
+    }
+
     /// The smallest char boundary `p` in `[from, to)` from which an anchored run over
     /// `haystack[p..]` has not died (a match starting at `p` could still grow or its
     /// look-ahead is not buffered yet), or `to` if there is none. `haystack[..p]` is

@@ -27,7 +27,7 @@
 //!   candidate straddling `from` is skipped exactly as a scan from the beginning would.
 //! - Speed: the lazy DFA over the whole text is the hot loop (≈ 0.6 GB/s per walk on the
 //!   shared dev box, as fast as a single tiny digit regex there: each byte waits for the
-//!   previous transition). Spans of 256 bytes and more are searched by two interleaved walks
+//!   previous transition). Spans of 1 KiB and more are searched by two interleaved walks
 //!   (`lanes`, same answers, ~1.5× faster); after a candidate close to where its search
 //!   began, the next search is the plain one (candidates cluster). A trigger-byte / literal
 //!   prefilter that ran the DFA only around digits, '@', ':' and key prefixes was prototyped
@@ -35,6 +35,8 @@
 //!   the DFA pass it was meant to avoid.
 //! - Specs with identical kinds: only the first can win at a position (the rules layer
 //!   should map one detector pattern to many rules).
+
+use std::sync::OnceLock;
 
 use regex_automata::util::syntax;
 use regex_automata::{meta, Anchored, Input, MatchKind, PatternID, PatternSet};
@@ -79,9 +81,10 @@ pub struct Matcher {
     /// Stream release oracle over the same NFA; None if it could not be built (the stream
     /// scanner then keeps its fixed hold-back window).
     liveness: Option<Liveness>,
-    /// The same patterns as a two-lane lazy DFA for long spans (see `lanes`); None if it
+    /// The same patterns as a two-lane lazy DFA for long spans (see `lanes`), built on the
+    /// first long span (a matcher that only ever sees short texts never pays for it); None if it
     /// could not be built (then every search is the plain one).
-    lanes: Option<TwoLane>,
+    lanes: OnceLock<Option<TwoLane>>,
 }
 
 /// Per-spec compile inputs (the HIR itself is kept beside it: its type is not nameable
@@ -168,8 +171,7 @@ impl Matcher {
         )
         .map_err(|e| tracing::debug!(error = %e, "stream liveness unavailable: fixed hold-back"))
         .ok();
-        let sources: Vec<&str> = compiled.iter().map(|(c, _)| c.source.as_str()).collect();
-        let lanes = TwoLane::new(&sources);
+        let lanes = OnceLock::new();
         Ok(Matcher {
             re,
             all,
@@ -255,8 +257,9 @@ impl Matcher {
         }
     }
 
-    /// The leftmost-first candidate in `hay[pos..end]`: two interleaved DFA lanes for long
-    /// spans (same answer, see `lanes`), the regex engine otherwise.
+    /// The leftmost-first candidate in `hay[pos..end]`. On long spans two interleaved DFA
+    /// lanes find where it ends (see `lanes`); the regex engine then finds it again reading
+    /// only from its pattern's maximum length before that end (no candidate starts earlier).
     fn search(
         &self,
         hay: &[u8],
@@ -264,15 +267,37 @@ impl Matcher {
         end: usize,
         try_lanes: bool,
     ) -> Option<regex_automata::Match> {
+        let mut from = pos;
         if try_lanes && end - pos >= MIN_LANE_SPAN {
-            if let Some(found) = self.lanes.as_ref().and_then(|l| l.search(hay, pos, end)) {
-                return found;
+            if let Some(found) = self.lanes().and_then(|l| l.find_end(hay, pos, end)) {
+                let half = found?;
+                let bound = self
+                    .spec_of
+                    .get(half.pattern().as_usize())
+                    .and_then(|&spec| self.bounds.get(spec).copied().flatten());
+                if let Some(b) = bound {
+                    let mut f = half.offset().saturating_sub(b).max(pos);
+                    while f > pos && (hay[f] & 0xC0) == 0x80 {
+                        f -= 1;
+                    }
+                    from = f;
+                }
             }
         }
-        self.re.search(&Input::new(hay).span(pos..end))
+        self.re.search(&Input::new(hay).span(from..end))
     }
 
-    /// (two-lane answer if it decided, plain engine answer) for one span.
+    fn lanes(&self) -> Option<&TwoLane> {
+        self.lanes
+            .get_or_init(|| {
+                self.liveness
+                    .as_ref()
+                    .and_then(|l| TwoLane::new(l.nfa().clone()))
+            })
+            .as_ref()
+    }
+
+    /// (whether the lanes decided, the matcher's search, the plain engine's search) for a span.
     #[cfg(test)]
     pub(crate) fn search_both(
         &self,
@@ -280,18 +305,26 @@ impl Matcher {
         pos: usize,
         end: usize,
     ) -> (
-        Option<Option<regex_automata::Match>>,
+        bool,
+        Option<regex_automata::Match>,
         Option<regex_automata::Match>,
     ) {
-        let lanes = self.lanes.as_ref().and_then(|l| l.search(hay, pos, end));
-        (lanes, self.re.search(&Input::new(hay).span(pos..end)))
+        let decided = end - pos >= MIN_LANE_SPAN
+            && self
+                .lanes()
+                .is_some_and(|l| l.find_end(hay, pos, end).is_some());
+        (
+            decided,
+            self.search(hay, pos, end, true),
+            self.re.search(&Input::new(hay).span(pos..end)),
+        )
     }
 
     /// This matcher with the two-lane search switched off: the reference the lanes are tested
     /// against.
     #[cfg(test)]
     pub(crate) fn without_lanes(mut self) -> Matcher {
-        self.lanes = None;
+        self.lanes = OnceLock::from(None);
         self
     }
 
