@@ -1,5 +1,18 @@
-//! JSON text primitives shared by the body rewriter (`openai::json`) and the audit record
-//! encoder: the canonical string encoding and a fast scan for the end of a plain string run.
+//! JSON text primitives shared by the body rewriter (`openai::json`), the audit record encoder
+//! and span attributes: the canonical string encoding, a fast scan for the end of a plain string
+//! run, and cutting a string at a character boundary.
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a character boundary.
+pub(crate) fn clip(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
 
 /// Canonical JSON string: `"`, `\\`, `\b`, `\f`, `\n`, `\r`, `\t` escaped by name, other control
 /// characters (< 0x20) as `\u00xx` (lowercase), everything else (DEL and non-ASCII included) raw.

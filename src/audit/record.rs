@@ -175,17 +175,7 @@ pub(crate) fn push_u64(out: &mut Vec<u8>, mut v: u64) {
     out.extend_from_slice(&buf[i..]);
 }
 
-/// Cut `s` to at most `max` bytes at a char boundary.
-pub(crate) fn clip(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
-}
+pub(crate) use crate::json_text::clip;
 
 /// Test shorthand for [`encode_event_with`]: the caller hash keyed by `caller_key`, computed per call.
 #[cfg(test)]

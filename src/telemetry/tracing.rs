@@ -36,6 +36,7 @@ use super::config::{OtlpProtocol, ResolvedOtlp, SamplerSpec};
 use super::otlp_http::PlainHttpClient;
 use super::otlp_wire::{TraceExportEncoder, WireSpan, WireSpanKind};
 use super::{TelemetryConfig, TelemetryError};
+use crate::json_text::clip;
 
 #[cfg(test)]
 #[path = "../../tests/common/otlp.rs"]
@@ -116,18 +117,6 @@ const DEFAULT_BATCH: usize = 512;
 const DEFAULT_DELAY: Duration = Duration::from_secs(5);
 /// Longest string attribute value, in bytes (see [`RequestTrace::set_attr`]).
 pub const MAX_ATTR_LEN: usize = 256;
-
-/// The longest prefix of `s` of at most `max` bytes that ends on a character boundary.
-fn clip(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
-}
 
 /// Spans recorded per request at most (request span + scan/upstream children, retries aside):
 /// the queue of requests is sized so that `max_queue` counts spans, as in the SDK.
