@@ -43,7 +43,7 @@ pub(crate) const LANE_GAP: usize = LEAD;
 /// ahead, so a long span is walked by two lanes all along.
 const LEAD: usize = 1024;
 
-/// Lazy-DFA cache budget per lane (as the matcher's own engine).
+/// Budget of the lanes' shared lazy-DFA cache (as the matcher's own engine's).
 const CACHE_CAPACITY: usize = 4 << 20;
 
 /// One lazy-DFA cache serves both lanes (half the memory of one each): a cache clear while
