@@ -46,18 +46,14 @@ const LEAD: usize = 1024;
 /// Budget of the lanes' shared lazy-DFA cache (as the matcher's own engine's).
 const CACHE_CAPACITY: usize = 4 << 20;
 
-/// One lazy-DFA cache serves both lanes (half the memory of one each): a cache clear while
-/// both walk would renumber the other lane's state, so a clear then abandons the lanes.
-struct LaneCaches {
-    shared: Cache,
-}
+type CacheFn = Box<dyn Fn() -> Cache + Send + Sync + UnwindSafe + RefUnwindSafe>;
 
-type CacheFn = Box<dyn Fn() -> LaneCaches + Send + Sync + UnwindSafe + RefUnwindSafe>;
-
-/// The compiled two-lane searcher; `Send + Sync`, caches come from a pool per thread.
+/// The compiled two-lane searcher; `Send + Sync`. One lazy-DFA cache per thread (from the
+/// pool) serves both lanes — half the memory of one each; a cache clear while both walk would
+/// renumber the other lane's state, so a clear then abandons the lanes.
 pub(crate) struct TwoLane {
     dfa: DFA,
-    caches: Pool<LaneCaches, CacheFn>,
+    caches: Pool<Cache, CacheFn>,
 }
 
 impl std::fmt::Debug for TwoLane {
@@ -91,9 +87,7 @@ impl TwoLane {
             .unicode_word_boundary(true);
         let dfa = DFA::builder().configure(config).build_from_nfa(nfa).ok()?;
         let for_pool = dfa.clone();
-        let create: CacheFn = Box::new(move || LaneCaches {
-            shared: for_pool.create_cache(),
-        });
+        let create: CacheFn = Box::new(move || for_pool.create_cache());
         Some(TwoLane {
             dfa,
             caches: Pool::new(create),
@@ -238,12 +232,11 @@ fn is_clean(
 
 fn forward_two_lane(
     dfa: &DFA,
-    caches: &mut LaneCaches,
+    cache: &mut Cache,
     hay: &[u8],
     pos: usize,
     end: usize,
 ) -> Result<Option<HalfMatch>, Undecided> {
-    let cache = &mut caches.shared;
     let mut trail = start_lane(dfa, cache, hay, pos, end)?;
     let mut lead = match lead_start(hay, pos, end) {
         Some(q) => Some((q, q - pos, start_lead(dfa, cache, hay, q, end)?)),
