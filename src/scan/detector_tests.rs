@@ -85,6 +85,26 @@ fn email() {
             "user%name@example.org",
             "test-1@my-domain.net",
             "o.k_99@mail.example.travel",
+            "müller@example.de",
+            "josé.garcía@example.es",
+            "Łukasz.Żółć@example.pl",
+            "jürgen.weiß@gmx.de",
+            "zoë@bücher.de",
+            "Ünal@example.com.tr",
+            "nguyễn.văn@example.vn",
+            "o'brien@example.ie",
+            "иван.петров@пример.рф",
+            "boleslav98@deineko.укр",
+            "αλέξης@example.gr",
+        ],
+    );
+    // Scripts without word spaces: the glued text is not part of the address.
+    assert_tp(
+        "email",
+        &[
+            ("请联系zhang@example.com获取", "zhang@example.com"),
+            ("メールはtaro@example.jpまで", "taro@example.jp"),
+            ("'quoted@example.com'", "quoted@example.com"),
         ],
     );
     assert_tp(

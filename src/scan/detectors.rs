@@ -47,6 +47,14 @@ const PHONE_WORDS: [&[u8]; 12] = [
     b"dial",
 ];
 
+/// Non-ASCII letters an e-mail address may contain: Latin-1 and Latin Extended letters
+/// (without `×` and `÷`), Greek, Cyrillic, Latin Extended Additional (Vietnamese).
+macro_rules! email_letters {
+    () => {
+        "À-ÖØ-öø-ɏΆΈ-ΊΌΎ-ΡΣ-ώЀ-ӿḀ-ỿ"
+    };
+}
+
 const OCTET: &str = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)";
 
 #[cfg(test)]
@@ -75,7 +83,22 @@ pub(crate) fn ipv4_pattern() -> String {
 static BUILTINS: &[Builtin] = &[
     Builtin {
         name: "email",
-        pattern: r"(?-u)\b[A-Za-z0-9_][A-Za-z0-9._%+\-]{0,63}@[A-Za-z0-9][A-Za-z0-9.\-]{0,190}\.[A-Za-z]{2,24}\b",
+        // Local part and domain labels also take Latin, Greek and Cyrillic letters (EAI and
+        // IDN addresses: `müller@bücher.de`; an ASCII-only local part left `mü` unredacted in
+        // front of the match), and an apostrophe (`o'brien@example.ie`); Cyrillic top-level
+        // domains (`.рф`, `.укр`) too. Other scripts stay outside: CJK text glued to an
+        // address ("请联系zhang@example.com") must not become part of it.
+        pattern: concat!(
+            r"(?:(?-u:\b)[A-Za-z0-9_]|[",
+            email_letters!(),
+            r"])[A-Za-z0-9._%+'\-",
+            email_letters!(),
+            r"]{0,63}@[A-Za-z0-9",
+            email_letters!(),
+            r"][A-Za-z0-9.\-",
+            email_letters!(),
+            r"]{0,190}\.(?:[A-Za-z]{2,24}(?-u:\b)|[Ѐ-ӿ]{2,24})",
+        ),
         validate: email,
         rank: 13,
         extra_len: 0,

@@ -40,6 +40,7 @@ use std::sync::OnceLock;
 
 use regex_automata::util::syntax;
 use regex_automata::{meta, Anchored, Input, MatchKind, PatternID, PatternSet};
+use regex_syntax::hir::{Hir, HirKind};
 
 use super::detectors::{self, SpanValidator};
 use super::lanes::{TwoLane, LANE_GAP, MIN_LANE_SPAN};
@@ -77,6 +78,10 @@ pub struct Matcher {
     max_lens: Vec<usize>,
     /// Per spec: real upper bound, None if unbounded.
     bounds: Vec<Option<usize>>,
+    /// Per regex pattern id: most characters a regex match spans (None if unbounded), where
+    /// the search after the lanes starts: a byte bound would read twice as far back for a
+    /// pattern with non-ASCII letters, on the (mostly ASCII) text in front of a match.
+    char_bounds: Vec<Option<usize>>,
     max_len: usize,
     /// Stream release oracle over the same NFA; None if it could not be built (the stream
     /// scanner then keeps its fixed hold-back window).
@@ -137,6 +142,7 @@ impl Matcher {
             bounds[c.spec] = bound;
             max_lens[c.spec] = bound.unwrap_or(cap).min(cap);
         }
+        let char_bounds = compiled.iter().map(|(_, h)| max_chars(h)).collect();
         let hirs: Vec<_> = compiled.iter().map(|(_, h)| h).collect();
         let build = |kind: MatchKind| -> Result<meta::Regex, ScanError> {
             meta::Regex::builder()
@@ -182,6 +188,7 @@ impl Matcher {
             max_len: max_lens.iter().copied().max().unwrap_or(0),
             max_lens,
             bounds,
+            char_bounds,
             liveness,
             lanes,
         })
@@ -272,15 +279,12 @@ impl Matcher {
             if let Some(found) = self.lanes().and_then(|l| l.find_end(hay, pos, end)) {
                 let half = found?;
                 let bound = self
-                    .spec_of
+                    .char_bounds
                     .get(half.pattern().as_usize())
-                    .and_then(|&spec| self.bounds.get(spec).copied().flatten());
-                if let Some(b) = bound {
-                    let mut f = half.offset().saturating_sub(b).max(pos);
-                    while f > pos && (hay[f] & 0xC0) == 0x80 {
-                        f -= 1;
-                    }
-                    from = f;
+                    .copied()
+                    .flatten();
+                if let Some(n) = bound {
+                    from = back_chars(hay, pos, half.offset(), n);
                 }
             }
         }
@@ -393,6 +397,51 @@ impl Matcher {
     pub fn labels(&self) -> &[String] {
         &self.labels
     }
+}
+
+/// Most characters a match of `hir` spans; None if unbounded. Literals count their bytes (an
+/// upper bound of their characters).
+fn max_chars(hir: &Hir) -> Option<usize> {
+    match hir.kind() {
+        HirKind::Empty | HirKind::Look(_) => Some(0),
+        HirKind::Literal(lit) => Some(lit.0.len()),
+        HirKind::Class(_) => Some(1),
+        HirKind::Repetition(r) => {
+            let most = usize::try_from(r.max?).ok()?;
+            max_chars(&r.sub)?.checked_mul(most)
+        }
+        HirKind::Capture(c) => max_chars(&c.sub),
+        HirKind::Concat(parts) => parts
+            .iter()
+            .try_fold(0usize, |sum, h| sum.checked_add(max_chars(h)?)),
+        HirKind::Alternation(alts) => alts
+            .iter()
+            .try_fold(0usize, |most, h| Some(most.max(max_chars(h)?))),
+    }
+}
+
+/// A character boundary `f >= pos` with at least `n` characters in `hay[f..end]` (or `pos`
+/// itself): where a match ending at `end` of at most `n` characters can start at the earliest.
+/// `hay` is UTF-8 and `pos`, `end` are character boundaries.
+fn back_chars(hay: &[u8], pos: usize, end: usize, n: usize) -> usize {
+    let mut f = end;
+    let mut need = n;
+    while need > 0 && f > pos {
+        // Step back a byte per character still needed (exact on ASCII), then count how
+        // many characters that really covered.
+        let g = f - need.min(f - pos);
+        let chars = hay[g..f].iter().filter(|&&b| (b & 0xC0) != 0x80).count();
+        need = need.saturating_sub(chars);
+        f = g;
+        // On a continuation byte: go back to its character's start, one more character.
+        if (hay[f] & 0xC0) == 0x80 {
+            while f > pos && (hay[f] & 0xC0) == 0x80 {
+                f -= 1;
+            }
+            need = need.saturating_sub(1);
+        }
+    }
+    f
 }
 
 fn spec_source(index: usize, spec: &PatternSpec) -> Result<SpecSource, ScanError> {
@@ -544,6 +593,33 @@ mod tests {
         PatternSpec {
             label: label.to_string(),
             kind,
+        }
+    }
+
+    #[test]
+    fn character_bounds_of_patterns() {
+        let chars = |re: &str| max_chars(&syntax::parse(re).unwrap());
+        assert_eq!(chars(r"ab[ü-ÿ]{2,5}"), Some(7));
+        assert_eq!(chars(r"(?:xyz|[a-z]{9})\b"), Some(9));
+        assert_eq!(chars(r"é"), Some(2), "literals count bytes: an upper bound");
+        assert_eq!(chars(r"a+"), None);
+    }
+
+    #[test]
+    fn back_chars_finds_a_start_with_enough_characters_in_front() {
+        let text = "abc ü€😀 défg";
+        let hay = text.as_bytes();
+        let boundaries: Vec<usize> = text.char_indices().map(|(i, _)| i).collect();
+        for &end in boundaries.iter().chain([&hay.len()]) {
+            for &pos in boundaries.iter().filter(|&&p| p <= end) {
+                for n in 0..16 {
+                    let f = back_chars(hay, pos, end, n);
+                    assert!(text.is_char_boundary(f) && (pos..=end).contains(&f));
+                    let covered = text[f..end].chars().count();
+                    assert!(f == pos || covered >= n, "{pos}..{end} n={n}: {f}");
+                    assert!(f == end || covered <= n, "{pos}..{end} n={n}: {f}");
+                }
+            }
         }
     }
 
