@@ -32,19 +32,67 @@ const MODEL_VERBS: &[&str] = &[
     ":predict",
 ];
 
+/// `%XX` decoded (invalid escapes kept as they are; invalid UTF-8 replaced).
+fn percent_decode(path: &str) -> String {
+    let b = path.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match (
+            b[i],
+            b.get(i + 1).copied().and_then(hex),
+            b.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(hi), Some(lo)) => {
+                out.push((hi * 16 + lo) as u8);
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 impl Endpoint {
     /// Classifies `path` by its trailing segments. The query string and fragment are ignored, as are
     /// empty segments (`//`, trailing `/`), so any prefix works.
+    ///
+    /// Percent-encoded bytes and dot segments are resolved first, as an upstream that
+    /// normalizes paths would (`/v1/chat/%63ompletions`, `/v1/chat%2Fcompletions` and
+    /// `/v1/x/../chat/completions` are chat requests there, and must be inspected here).
     pub fn from_path(path: &str) -> Endpoint {
         let path = match path.find(['?', '#']) {
             Some(i) => &path[..i],
             None => path,
         };
+        if path.contains('%') || path.split('/').any(|s| s == "." || s == "..") {
+            let decoded = percent_decode(path);
+            let mut segs: Vec<&str> = Vec::new();
+            for seg in decoded.split('/') {
+                match seg {
+                    "" | "." => {}
+                    ".." => {
+                        segs.pop();
+                    }
+                    s => segs.push(s),
+                }
+            }
+            let mut rev = segs.into_iter().rev();
+            return Self::classify(rev.next(), rev.next(), rev.next());
+        }
         // Walk the last three non-empty segments from the end without allocating.
         let mut segs = path.rsplit('/').filter(|s| !s.is_empty());
         let last = segs.next();
         let prev = segs.next();
         let prev2 = segs.next();
+        Self::classify(last, prev, prev2)
+    }
+
+    fn classify(last: Option<&str>, prev: Option<&str>, prev2: Option<&str>) -> Endpoint {
         match (prev2, prev, last) {
             (_, Some("chat"), Some("completions")) => Endpoint::ChatCompletions,
             (_, _, Some("completions")) => Endpoint::Completions,
@@ -101,6 +149,18 @@ mod tests {
             ("/api/v1/chat/completions", ChatCompletions),
             ("/v1/chat/completions/", ChatCompletions),
             ("//v1//chat//completions", ChatCompletions),
+            // What a normalizing upstream serves as chat must be inspected as chat.
+            ("/v1/chat/%63ompletions", ChatCompletions),
+            ("/v1/%63hat/completions?x=%2F", ChatCompletions),
+            ("/v1/chat%2Fcompletions", ChatCompletions),
+            ("/v1/chat%2fcompletions", ChatCompletions),
+            ("/v1/x/../chat/completions", ChatCompletions),
+            ("/v1/chat/./completions", ChatCompletions),
+            ("/v1/chat/%2E/completions", ChatCompletions),
+            ("/v1/chat/completions/%2e%2e", Other),
+            ("/v1/%65mbeddings", Embeddings),
+            ("/v1/chat/completions%zz", Other),
+            ("/v1/%ZZ/chat/completions", ChatCompletions),
             ("/v1/completions", Completions),
             ("/v1/engines/davinci/completions", Completions),
             ("/openai/deployments/x/completions", Completions),

@@ -12,7 +12,7 @@ mod walker;
 
 pub use endpoint::Endpoint;
 pub use sse::{SseError, DEFAULT_MAX_EVENT_BYTES};
-pub use stream::SseRewriter;
+pub use stream::{SseRewriter, StreamCut};
 pub use usage::{response_usage, Usage};
 
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};

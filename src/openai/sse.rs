@@ -205,6 +205,15 @@ impl SseSplitter {
         self.buf.len()
     }
 
+    /// Forgets the partial event.
+    pub fn discard(&mut self) {
+        self.buf.clear();
+        self.meta.clear();
+        self.pos = 0;
+        self.line_start = 0;
+        self.after_cr = false;
+    }
+
     /// Feeds a chunk; calls `f` for every item completed by it. `f` returns false to stop early
     /// (the splitter is then in an unspecified state and must be dropped). Returns Ok(false) if
     /// `f` stopped, Err if an event exceeds the size bound.

@@ -193,6 +193,16 @@ struct Active {
 enum Stop {
     Policy { code: String, message: String },
     TooLarge { limit: usize },
+    Cut(StreamCut),
+}
+
+/// Why the upstream's stream ended early (the client's stream then ends with an error event).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamCut {
+    /// The upstream connection broke off (EOF inside an event, reset, bad framing).
+    Interrupted,
+    /// `timeouts.total_ms` elapsed.
+    TimedOut,
 }
 
 type Flow<T> = Result<T, Stop>;
@@ -565,6 +575,11 @@ impl State {
             .ok()
             .and_then(|s| serde_json::from_str::<Value>(s).ok())
             .filter(Value::is_object);
+        if parsed.is_none() && !ev.is_complete() {
+            // EOF inside an event that does not parse: the upstream was cut mid-event. Its
+            // bytes, and any text held back, may be part of a value (`jane.doe@exa`).
+            return Err(Stop::Cut(StreamCut::Interrupted));
+        }
         let Some(mut v) = parsed else {
             if data.is_empty() {
                 self.emit_raw(ev, out);
@@ -939,6 +954,18 @@ impl State {
                 errors::UPSTREAM,
                 Some(errors::CODE_STREAM_EVENT_TOO_LARGE),
             ),
+            Stop::Cut(StreamCut::Interrupted) => errors::sse_event_for(
+                self.ep,
+                "The upstream connection ended before the response was complete.",
+                errors::UPSTREAM,
+                Some(errors::CODE_STREAM_INTERRUPTED),
+            ),
+            Stop::Cut(StreamCut::TimedOut) => errors::sse_event_for(
+                self.ep,
+                "The response exceeded the configured total time limit.",
+                errors::UPSTREAM,
+                Some(errors::CODE_UPSTREAM_TIMEOUT),
+            ),
         };
         out.extend_from_slice(&ev);
         self.stopped = true;
@@ -1038,7 +1065,9 @@ impl SseRewriter {
         out
     }
 
-    /// Upstream EOF: processes a trailing partial event and flushes all held text.
+    /// Upstream EOF: processes a trailing partial event and flushes all held text. A partial
+    /// event whose data is not a whole JSON object or `[DONE]` was cut off: then nothing held
+    /// is released and an error event ends the stream, as in [`SseRewriter::abort`].
     pub fn finish(&mut self, f: &mut dyn StreamFilter) -> Vec<u8> {
         let mut out = Vec::new();
         if self.state.stopped {
@@ -1071,6 +1100,24 @@ impl SseRewriter {
         if let Some(why) = stop {
             self.state.stop(why, &mut out);
         }
+        out
+    }
+
+    /// The stream ends early: the partial event and all held-back text are dropped, and an
+    /// error event ends the client's stream. Held-back text is exactly the text that could
+    /// still grow into a finding (`card 4111 1111 1111 11` before its last digits): released,
+    /// it would show part of a value; the response is incomplete anyway.
+    pub fn abort(&mut self, why: StreamCut, f: &mut dyn StreamFilter) -> Vec<u8> {
+        let mut out = Vec::new();
+        if self.state.stopped {
+            return out;
+        }
+        self.splitter.discard();
+        for a in std::mem::take(&mut self.state.active) {
+            // Ends the evaluator's stream for the field; its text is not sent.
+            let _ = f.finish(a.field.key());
+        }
+        self.state.stop(Stop::Cut(why), &mut out);
         out
     }
 
@@ -2111,6 +2158,60 @@ mod tests {
         // With nothing held, a truncated stream is forwarded byte for byte.
         let out = run(Endpoint::ChatCompletions, input.as_bytes(), &mut Identity);
         assert_eq!(out, input.as_bytes());
+    }
+
+    #[test]
+    fn a_cut_mid_event_releases_nothing_held_and_ends_with_an_error() {
+        let mut input = chat_chunk(
+            r#"{"index":0,"delta":{"content":"abc"},"finish_reason":null}"#,
+            "null",
+        );
+        input += r#"data: {"choices":[{"index":0,"delta":{"content":"de"#;
+        let out = run(
+            Endpoint::ChatCompletions,
+            input.as_bytes(),
+            &mut Hold::default(),
+        );
+        let text = String::from_utf8_lossy(&out);
+        assert_eq!(concat(&out, chat_content), "", "{text}");
+        assert!(!text.contains(r#""content":"de"#), "{text}");
+        let evs = events(&out);
+        let last = evs.last().and_then(|(_, v)| v.as_ref().ok()).unwrap();
+        assert_eq!(
+            last["error"]["code"], "upstream_stream_interrupted",
+            "{text}"
+        );
+        // Nothing held: the complete event passes, the cut one does not.
+        let out = run(Endpoint::ChatCompletions, input.as_bytes(), &mut Identity);
+        let text = String::from_utf8_lossy(&out);
+        assert_eq!(concat(&out, chat_content), "abc", "{text}");
+        assert!(!text.contains(r#""content":"de"#) && text.contains("upstream_stream_interrupted"));
+        // A plain-text event cut at EOF is a cut too.
+        let out = run(
+            Endpoint::ChatCompletions,
+            b"data: Contact jane.doe@exa",
+            &mut Identity,
+        );
+        assert!(!String::from_utf8_lossy(&out).contains("jane"));
+    }
+
+    #[test]
+    fn abort_drops_held_text_and_ends_the_stream_once() {
+        let mut rw = SseRewriter::new(Endpoint::ChatCompletions);
+        let mut hold = Hold::default();
+        let chunk = chat_chunk(
+            r#"{"index":0,"delta":{"content":"card 4111 1111"},"finish_reason":null}"#,
+            "null",
+        );
+        let mut out = rw.push(chunk.as_bytes(), &mut hold);
+        out.extend(rw.abort(StreamCut::TimedOut, &mut hold));
+        assert_eq!(concat(&out, chat_content), "");
+        let evs = events(&out);
+        let last = evs.last().and_then(|(_, v)| v.as_ref().ok()).unwrap();
+        assert_eq!(last["error"]["code"], "upstream_timeout");
+        assert!(rw.stopped());
+        assert!(rw.abort(StreamCut::Interrupted, &mut hold).is_empty());
+        assert!(rw.finish(&mut hold).is_empty());
     }
 
     fn piece() -> impl Strategy<Value = String> {

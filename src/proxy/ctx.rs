@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 
 use crate::openai::{Endpoint, SseRewriter, Usage};
 use crate::rules::Evaluator;
@@ -21,6 +21,9 @@ pub enum ResponseMode {
     Json(BytesMut),
     /// Server-Sent Events: rewritten event by event.
     Sse(Box<SseRewriter>),
+    /// The body cannot be inspected and the policy is fail-closed: the client gets this error
+    /// body (once, on the first chunk) and none of the upstream's bytes.
+    Refused(Option<Bytes>),
 }
 
 /// An error Jimini answers itself (status + OpenAI-shaped body + extra headers).

@@ -6,7 +6,7 @@ use pingora::http::ResponseHeader;
 use pingora::proxy::{FailToProxy, Session};
 use pingora::{Error, ErrorSource, ErrorType};
 
-use crate::openai::errors;
+use crate::openai::{errors, StreamCut};
 
 use super::app::App;
 use super::ctx::{ClientError, RequestCtx, ResponseMode};
@@ -102,17 +102,19 @@ pub async fn on_fail(
 fn stream_cut_tail(_app: &App, ctx: &mut RequestCtx, e: &Error) -> Vec<u8> {
     let mut out = Vec::new();
     if let ResponseMode::Sse(rw) = &mut ctx.response_mode {
-        if !rw.stopped() {
-            if let Some(ev) = ctx.evaluator.as_mut() {
-                let mut filter = super::response::StreamAdapter { ev };
-                out.extend_from_slice(&rw.finish(&mut filter));
+        if !rw.stopped() && !ctx.stream_stopped {
+            match ctx.evaluator.as_mut() {
+                Some(ev) => {
+                    let mut filter = super::response::StreamAdapter { ev };
+                    out.extend_from_slice(&rw.abort(StreamCut::Interrupted, &mut filter));
+                }
+                None => out.extend_from_slice(&errors::sse_event_for(
+                    ctx.endpoint,
+                    "The upstream connection ended before the response was complete.",
+                    errors::UPSTREAM,
+                    Some(errors::CODE_STREAM_INTERRUPTED),
+                )),
             }
-            out.extend_from_slice(&errors::sse_event_for(
-                ctx.endpoint,
-                "The upstream connection ended before the response was complete.",
-                errors::UPSTREAM,
-                Some("upstream_stream_interrupted"),
-            ));
         }
         ctx.stream_stopped = true;
     }

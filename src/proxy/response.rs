@@ -11,7 +11,7 @@ use pingora::proxy::Session;
 use pingora::Result;
 
 use crate::config::FailMode;
-use crate::openai::{self, errors, Endpoint, SseRewriter, StreamFilter};
+use crate::openai::{self, errors, Endpoint, SseRewriter, StreamCut, StreamFilter};
 use crate::rules::{Direction, Evaluator};
 
 use super::app::App;
@@ -82,21 +82,50 @@ fn choose_mode(resp: &mut ResponseHeader, ctx: &mut RequestCtx) {
         );
         // An evaluator exists when the request body was inspected; responses to uninspected
         // requests (GET, unknown paths, fail-open) are not rewritten.
-        let has_evaluator = ctx.evaluator.is_some();
-        ctx.response_mode = if !scannable_endpoint || !has_evaluator || encoded {
-            if encoded && scannable_endpoint && has_evaluator {
-                // gzip, br and zstd were decoded by pingora already (see peer.rs); an encoding
-                // it cannot decode is passed through and recorded as unscanned.
-                tracing::warn!(
-                    "upstream used an encoding Jimini cannot decode; response not scanned"
-                );
-                ctx.unscanned = true;
-            }
+        let scanning = scannable_endpoint && ctx.evaluator.is_some();
+        let success = ctx.status < 300;
+        ctx.response_mode = if !scanning {
             ResponseMode::Passthrough
+        } else if encoded {
+            // gzip, br and zstd were decoded by pingora already (see peer.rs); this encoding
+            // it cannot decode, so the body cannot be read.
+            ctx.unscanned = true;
+            match ctx.snap.config.body.on_unparseable {
+                FailMode::Open => {
+                    tracing::warn!(
+                        "upstream used an encoding Jimini cannot decode; response not scanned"
+                    );
+                    ResponseMode::Passthrough
+                }
+                FailMode::Closed => {
+                    tracing::warn!(
+                        "upstream used an encoding Jimini cannot decode; response refused"
+                    );
+                    refuse_head(resp, ctx);
+                    ResponseMode::Refused(Some(Bytes::from(errors::body(
+                        "The upstream response uses a Content-Encoding this proxy cannot inspect.",
+                        errors::UPSTREAM,
+                        Some(errors::CODE_UNINSPECTABLE_RESPONSE),
+                    ))))
+                }
+            }
         } else if content_type.starts_with("text/event-stream") {
             ResponseMode::Sse(Box::new(SseRewriter::new(ctx.endpoint)))
-        } else if content_type.starts_with("application/json") && ctx.status < 300 {
-            ResponseMode::Json(BytesMut::new())
+        } else if content_type.starts_with("application/json") {
+            if success {
+                ResponseMode::Json(BytesMut::new())
+            } else {
+                ResponseMode::Passthrough
+            }
+        } else if success {
+            // No or another content type on a success: what the client asked for decides how
+            // it is read (an SDK parses the body by that, not by the header), so a stream in
+            // `text/plain` is still scanned; a body that then does not parse is unparseable.
+            if ctx.stream_requested {
+                ResponseMode::Sse(Box::new(SseRewriter::new(ctx.endpoint)))
+            } else {
+                ResponseMode::Json(BytesMut::new())
+            }
         } else {
             ResponseMode::Passthrough
         };
@@ -109,6 +138,17 @@ fn choose_mode(resp: &mut ResponseHeader, ctx: &mut RequestCtx) {
     }
 }
 
+/// Turns the upstream's head into the head of a 502 JSON error (the body follows from
+/// [`ResponseMode::Refused`]).
+fn refuse_head(resp: &mut ResponseHeader, ctx: &mut RequestCtx) {
+    let _ = resp.set_status(502);
+    ctx.status = 502;
+    for h in ["content-encoding", "content-length", "content-type", "etag"] {
+        resp.remove_header(h);
+    }
+    let _ = resp.insert_header("content-type", "application/json");
+}
+
 pub fn on_chunk(
     app: &App,
     body: &mut Option<Bytes>,
@@ -117,6 +157,14 @@ pub fn on_chunk(
 ) -> Result<()> {
     if !eos && ctx.total_deadline.is_some_and(|d| Instant::now() > d) {
         return total_timeout(body, ctx);
+    }
+    if let ResponseMode::Refused(error) = &mut ctx.response_mode {
+        *body = Some(error.take().unwrap_or_default());
+        if eos {
+            let status = ctx.status;
+            super::finish::audit_before_completion(app, ctx, status);
+        }
+        return Ok(());
     }
     if matches!(ctx.response_mode, ResponseMode::Passthrough) {
         if ctx.first_token_at.is_none() && body.as_ref().is_some_and(|b| !b.is_empty()) {
@@ -150,17 +198,15 @@ pub fn on_chunk(
 fn total_timeout(body: &mut Option<Bytes>, ctx: &mut RequestCtx) -> Result<()> {
     if let ResponseMode::Sse(rw) = &mut ctx.response_mode {
         if !rw.stopped() && !ctx.stream_stopped {
-            let mut out = Vec::new();
-            if let Some(ev) = ctx.evaluator.as_mut() {
-                let mut filter = StreamAdapter { ev };
-                out.extend_from_slice(&rw.finish(&mut filter));
-            }
-            out.extend_from_slice(&errors::sse_event_for(
-                ctx.endpoint,
-                "The response exceeded the configured total time limit.",
-                errors::UPSTREAM,
-                Some(errors::CODE_UPSTREAM_TIMEOUT),
-            ));
+            let out = match ctx.evaluator.as_mut() {
+                Some(ev) => rw.abort(StreamCut::TimedOut, &mut StreamAdapter { ev }),
+                None => errors::sse_event_for(
+                    ctx.endpoint,
+                    "The response exceeded the configured total time limit.",
+                    errors::UPSTREAM,
+                    Some(errors::CODE_UPSTREAM_TIMEOUT),
+                ),
+            };
             ctx.stream_stopped = true;
             *body = Some(Bytes::from(out));
             return Ok(());
@@ -205,7 +251,7 @@ fn observe(body: &mut Option<Bytes>, eos: bool, ctx: &mut RequestCtx) {
                 ctx.usage = usage;
             }
         }
-        ResponseMode::Passthrough => {}
+        ResponseMode::Passthrough | ResponseMode::Refused(_) => {}
     }
 }
 
@@ -254,18 +300,15 @@ fn rewrite(_app: &App, body: &mut Option<Bytes>, eos: bool, ctx: &mut RequestCtx
                         ctx.response_mode = ResponseMode::Passthrough;
                         return;
                     }
-                    buf.clear();
+                    // The head went out already: the body becomes the error object, and no
+                    // byte of the upstream's (held or still to come) reaches the client.
                     ctx.unscanned = true;
-                    *body = Some(if eos {
-                        Bytes::from(errors::body(
-                            "The upstream response exceeds the inspection limit.",
-                            errors::UPSTREAM,
-                            Some("response_too_large"),
-                        ))
-                    } else {
-                        Bytes::new()
-                    });
-                    ctx.response_mode = ResponseMode::Passthrough;
+                    *body = Some(Bytes::from(errors::body(
+                        "The upstream response exceeds the inspection limit.",
+                        errors::UPSTREAM,
+                        Some("response_too_large"),
+                    )));
+                    ctx.response_mode = ResponseMode::Refused(None);
                     return;
                 }
                 buf.extend_from_slice(chunk);
@@ -311,6 +354,6 @@ fn rewrite(_app: &App, body: &mut Option<Bytes>, eos: bool, ctx: &mut RequestCtx
             }
             *body = Some(out);
         }
-        ResponseMode::Passthrough => {}
+        ResponseMode::Passthrough | ResponseMode::Refused(_) => {}
     }
 }
