@@ -7,6 +7,7 @@ mod common;
 use std::io::{Read, Write};
 use std::time::Duration;
 
+use common::gen::{openai_key, random_email};
 use common::harness::*;
 use jimini::mock::{Fault, MockConfig, MockMode};
 use rand::Rng;
@@ -674,4 +675,217 @@ fn harness_readiness_tells_our_listener_from_someone_elses() {
     assert_eq!(listener_owned_by(j.child.id(), proxy_port), Some(true));
     drop(listener);
     assert_eq!(listener_owned_by(std::process::id(), port), Some(false));
+}
+
+/// A one-shot-per-connection upstream that answers every request with `response` (raw bytes,
+/// written in `pieces` separate writes) and closes, so the test controls framing exactly.
+/// Returns its address; the thread lives as long as the test process.
+fn raw_upstream(response: Vec<u8>, pieces: usize) -> std::net::SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let response = response.clone();
+            std::thread::spawn(move || {
+                let _ = conn.set_nodelay(true);
+                // Read the head and a Content-Length body, then answer.
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 8192];
+                let head_end = loop {
+                    match conn.read(&mut chunk) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                    if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break i + 4;
+                    }
+                };
+                let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
+                while buf.len() < head_end + len {
+                    match conn.read(&mut chunk) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let step = response.len().div_ceil(pieces.max(1)).max(1);
+                for part in response.chunks(step) {
+                    if conn.write_all(part).is_err() {
+                        return;
+                    }
+                    let _ = conn.flush();
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            });
+        }
+    });
+    addr
+}
+
+fn raw_opts(addr: std::net::SocketAddr) -> Options {
+    Options {
+        upstreams_yaml: Some(format!(
+            "upstreams:\n  - name: raw\n    base_url: http://{addr}\n    retries: {{ max_attempts: 0 }}\n"
+        )),
+        ..mask_opts(4)
+    }
+}
+
+fn sse_body(deltas: &[&str]) -> String {
+    let mut body = String::new();
+    for d in deltas {
+        body += &format!(
+            "data: {}\n\n",
+            json!({"id": "c1", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": d}, "finish_reason": null}]})
+        );
+    }
+    body
+}
+
+/// An upstream that compresses with an encoding pingora cannot decode gets no byte through:
+/// the client sees a 502 error object instead of unscanned text (fail-closed default).
+#[test]
+fn undecodable_response_encoding_is_refused_not_passed_through() {
+    let email = random_email();
+    let body = sse_body(&[&format!("mail {email}")]) + "data: [DONE]\n\n";
+    // Any bytes will do: the point is that Jimini cannot read them, whatever they are.
+    let response = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-encoding: deflate\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let j = Jimini::start(raw_opts(raw_upstream(response.into_bytes(), 1)));
+    let resp = Jimini::client()
+        .post(j.url("/v1/chat/completions"))
+        .json(&chat_body("hello", true))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 502);
+    assert!(resp.headers().get("content-encoding").is_none());
+    let text = resp.text().unwrap();
+    assert!(!text.contains(&email), "{text}");
+    let err: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(err["error"]["code"], "uninspectable_upstream_response");
+}
+
+/// A stream served without `text/event-stream` is still a stream to the SDK that asked for
+/// one: it is scanned as such.
+#[test]
+fn stream_without_an_sse_content_type_is_still_scanned() {
+    let email = random_email();
+    let (a, b) = email.split_at(email.len() / 2);
+    let body = sse_body(&["mail ", a, b, " ok"]) + "data: [DONE]\n\n";
+    for content_type in [
+        "",
+        "content-type: text/plain\r\n",
+        "content-type: application/octet-stream\r\n",
+    ] {
+        let response = format!(
+            "HTTP/1.1 200 OK\r\n{content_type}content-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let j = Jimini::start(raw_opts(raw_upstream(response.into_bytes(), 3)));
+        let resp = Jimini::client()
+            .post(j.url("/v1/chat/completions"))
+            .json(&chat_body("hello", true))
+            .send()
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let text = resp.text().unwrap();
+        assert!(
+            !text.contains(&email) && !text.contains(b),
+            "{content_type:?}: {text}"
+        );
+        assert_eq!(
+            sse_chat_text(&text),
+            "mail [REDACTED:EMAIL] ok",
+            "{content_type:?}"
+        );
+    }
+}
+
+/// An upstream that dies inside an event: neither the cut event nor the text held back for
+/// the finding that was still growing reaches the client, which gets one error event.
+#[test]
+fn stream_cut_mid_event_leaks_no_part_of_a_held_value() {
+    let email = random_email();
+    let (a, b) = email.split_at(email.len() / 2);
+    let first = sse_body(&[&format!("Contact {a}")]);
+    let cut = format!(r#"data: {{"id":"c1","choices":[{{"index":0,"delta":{{"content":"{b} and "#);
+    let response = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n{first}{cut}"
+    );
+    let j = Jimini::start(raw_opts(raw_upstream(response.into_bytes(), 2)));
+    let resp = Jimini::client()
+        .post(j.url("/v1/chat/completions"))
+        .json(&chat_body("hello", true))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let text = resp.text().unwrap();
+    assert!(!text.contains(a) && !text.contains(b), "{text}");
+    let events = sse_chunks(&text);
+    let errors: Vec<_> = events.iter().filter(|e| e.get("error").is_some()).collect();
+    assert_eq!(errors.len(), 1, "{text}");
+    assert_eq!(errors[0]["error"]["code"], "upstream_stream_interrupted");
+}
+
+/// A JSON answer larger than `body.max_response_bytes`: the client gets the error object and
+/// not one byte of the upstream's body (it used to get the unscanned tail).
+#[test]
+fn oversized_json_response_forwards_nothing_unscanned() {
+    let email = random_email();
+    let filler = "a".repeat(300_000);
+    let body = json!({"id": "x", "object": "chat.completion", "choices": [{"index": 0, "message": {"role": "assistant", "content": format!("{filler} {email}")}, "finish_reason": "stop"}]}).to_string();
+    let response = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let mut opts = raw_opts(raw_upstream(response.into_bytes(), 40));
+    opts.extra_yaml += "body:\n  max_response_bytes: 65536\n";
+    let j = Jimini::start(opts);
+    let resp = Jimini::client()
+        .post(j.url("/v1/chat/completions"))
+        .json(&chat_body("hello", false))
+        .send()
+        .unwrap();
+    let text = resp.text().unwrap();
+    assert!(
+        !text.contains(&email) && !text.contains("aaaa"),
+        "{} bytes",
+        text.len()
+    );
+    let err: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(err["error"]["code"], "response_too_large");
+}
+
+/// Percent-encoded and dot-segment spellings of an inspected path are inspected: a secret is
+/// blocked and PII redacted before the upstream sees them.
+#[test]
+fn encoded_paths_are_inspected_like_the_plain_ones() {
+    let j = Jimini::start(Options::default());
+    let key = openai_key();
+    for path in [
+        "/v1/chat/%63ompletions",
+        "/v1/%63hat/completions",
+        "/v1/chat%2Fcompletions",
+    ] {
+        let resp = Jimini::client()
+            .post(j.url(path))
+            .json(&chat_body(&format!("my key is {key}"), false))
+            .send()
+            .unwrap();
+        assert_eq!(resp.status(), 403, "{path}");
+        assert!(
+            !j.mock
+                .requests()
+                .iter()
+                .any(|r| String::from_utf8_lossy(&r.body).contains(&key)),
+            "{path}"
+        );
+    }
 }
