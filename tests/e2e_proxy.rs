@@ -889,3 +889,79 @@ fn encoded_paths_are_inspected_like_the_plain_ones() {
         );
     }
 }
+
+/// Sends `head` (+ `body` once `wait_for_continue` saw the interim 100) on a raw connection and
+/// returns everything the proxy answered until it closed.
+fn raw_exchange(addr: &str, head: &str, body: &[u8], wait_for_continue: bool) -> String {
+    let mut conn = std::net::TcpStream::connect(addr).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    conn.write_all(head.as_bytes()).unwrap();
+    let mut got = Vec::new();
+    if wait_for_continue {
+        let mut buf = [0u8; 256];
+        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = conn
+                .read(&mut buf)
+                .expect("an interim response before the body");
+            assert!(n > 0, "closed before answering Expect");
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert!(
+            got.starts_with(b"HTTP/1.1 100 Continue\r\n"),
+            "{}",
+            String::from_utf8_lossy(&got)
+        );
+        got.clear();
+    }
+    conn.write_all(body).unwrap();
+    let _ = conn.read_to_end(&mut got);
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+/// `Expect: 100-continue` on an inspected endpoint is answered before the body is read (a
+/// client that waits for it would otherwise hang until its own timeout).
+#[test]
+fn expect_continue_is_answered_before_the_body() {
+    let j = Jimini::start(mask_opts(4));
+    let email = random_email();
+    let body = chat_body(&format!("mail {email}"), false).to_string();
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let resp = raw_exchange(&j.proxy, &head, body.as_bytes(), true);
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert!(
+        resp.contains("[REDACTED:EMAIL]") && !resp.contains(&email),
+        "{resp}"
+    );
+    let seen = j.mock.requests();
+    let upstream = seen.last().unwrap();
+    assert!(String::from_utf8_lossy(&upstream.body).contains("[REDACTED:EMAIL]"));
+}
+
+/// An HTTP/1.0 client never gets chunked framing (it has none): a rewritten body is
+/// delimited by the connection's close.
+#[test]
+fn http10_client_gets_a_close_delimited_rewritten_body() {
+    let j = Jimini::start(mask_opts(4));
+    let email = random_email();
+    let body = chat_body(&format!("mail {email}"), false).to_string();
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.0\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let resp = raw_exchange(&j.proxy, &head, body.as_bytes(), false);
+    let (head, payload) = resp.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        !head.to_ascii_lowercase().contains("transfer-encoding"),
+        "{head}"
+    );
+    let v: Value = serde_json::from_str(payload).expect("the body is the JSON, unframed");
+    assert_eq!(
+        v["choices"][0]["message"]["content"],
+        "mail [REDACTED:EMAIL]"
+    );
+}

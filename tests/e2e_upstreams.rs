@@ -1312,12 +1312,14 @@ fn stream_cut_midway_is_not_retried_and_ends_cleanly() {
     cfg.chunk_chars = 2;
     let m = MockServer::spawn_thread("127.0.0.1:0", cfg).unwrap();
     let j = retry_jimini(m, "max_attempts: 3, base_ms: 10, max_ms: 50", "");
+    // Late enough that whole words were released; the text held back at the cut (a word that
+    // could still grow into a finding) is dropped, not sent.
     j.mock
-        .set_fault(Some(Fault::DropMidStream { after_events: 3 }));
+        .set_fault(Some(Fault::DropMidStream { after_events: 14 }));
     let (s, h, body) = send(
         &j,
         "/v1/chat/completions",
-        &chat_stream("mock-gpt", &words(8)),
+        &chat_stream("mock-gpt", &words(12)),
         &[],
     );
     assert_eq!(s, 200, "{body}");
@@ -1823,4 +1825,53 @@ fn stale_pooled_connection_retries_idempotent_requests_once_and_never_posts() {
     assert_eq!(status, 502, "{body}");
     openai_error(&body, "jimini_upstream_error");
     assert_eq!(served.load(Ordering::SeqCst), 3);
+}
+
+/// A large body inspected while it streams is sent upstream at its end: an upload slower than
+/// `first_byte_ms` is not the upstream's silence (it used to be a 504 and a breaker failure).
+#[test]
+fn slow_upload_of_an_inspected_body_is_not_an_upstream_timeout() {
+    let m = spawn_mock();
+    let upstreams = format!(
+        "upstreams:\n  - name: slow\n    base_url: {}\n    timeouts: {{first_byte_ms: 300, idle_ms: 300}}\n    breaker: {{consecutive_failures: 1, cooldown_ms: 60000, max_cooldown_ms: 60000}}\n",
+        m.url()
+    );
+    let j = Jimini::start_with_mock(
+        Options {
+            upstreams_yaml: Some(upstreams),
+            ..Default::default()
+        },
+        m,
+    );
+    // > 64 KiB: not pre-read, inspected as it streams.
+    let body = serde_json::to_vec(&chat("mock-gpt", &"lorem ipsum ".repeat(12_000))).unwrap();
+    let addr = j.proxy.clone();
+    let mut conn = std::net::TcpStream::connect(&addr).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    write!(
+        conn,
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    // Five pieces with pauses of twice the first-byte timeout between them.
+    for piece in body.chunks(body.len().div_ceil(5)) {
+        conn.write_all(piece).unwrap();
+        std::thread::sleep(Duration::from_millis(600));
+    }
+    let mut resp = String::new();
+    let _ = conn.read_to_string(&mut resp);
+    assert!(
+        resp.starts_with("HTTP/1.1 200"),
+        "{}",
+        &resp[..resp.len().min(300)]
+    );
+    // The breaker (one failure opens it) is still closed: a normal request goes through.
+    let r = Jimini::client()
+        .post(j.url("/v1/chat/completions"))
+        .json(&chat("mock-gpt", "hello"))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
 }

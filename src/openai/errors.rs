@@ -50,6 +50,8 @@ pub const CODE_UPSTREAM_TIMEOUT: &str = "upstream_timeout";
 pub const CODE_CIRCUIT_OPEN: &str = "circuit_open";
 /// `code` of the SSE error event sent when an upstream event exceeds the size bound.
 pub const CODE_STREAM_EVENT_TOO_LARGE: &str = "stream_event_too_large";
+/// The client did not send its request body in time.
+pub const CODE_REQUEST_TIMEOUT: &str = "request_timeout";
 /// An upstream response in an encoding the proxy cannot decode (fail-closed).
 pub const CODE_UNINSPECTABLE_RESPONSE: &str = "uninspectable_upstream_response";
 /// A streamed response the upstream broke off.

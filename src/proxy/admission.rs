@@ -2,6 +2,7 @@
 //! egress check, rate limits, body-size and encoding limits, audit back-pressure. Anything
 //! rejected here never opens an upstream connection.
 
+use pingora::protocols::http::v1::common::is_expect_continue_req;
 use pingora::proxy::Session;
 
 use crate::openai::{errors, Endpoint};
@@ -266,6 +267,14 @@ const PREREAD_LIMIT: usize = 64 * 1024;
 
 /// Read a small body now; pingora replays it from its retry buffer to `request_body_filter`.
 async fn preread(session: &mut Session, len: usize) -> Result<bytes::Bytes, String> {
+    // A client that sent `Expect: 100-continue` waits for this before its body (pingora never
+    // answers it; the upstream, which would, has not been contacted yet).
+    if len > 0 && is_expect_continue_req(session.req_header()) {
+        session
+            .write_continue_response()
+            .await
+            .map_err(|e| format!("cannot answer Expect: 100-continue: {e}"))?;
+    }
     session.as_mut().enable_retry_buffering();
     let mut buf = bytes::BytesMut::with_capacity(len);
     loop {

@@ -142,7 +142,7 @@ fn internal(msg: &'static str) -> Box<Error> {
 /// `upstream_peer`: pick the first upstream of the route's chain whose breaker admits the request.
 pub async fn select(
     app: &App,
-    _session: &mut Session,
+    session: &mut Session,
     ctx: &mut RequestCtx,
 ) -> Result<Box<HttpPeer>> {
     if let Some(delay) = ctx.retry_delay.take() {
@@ -210,7 +210,19 @@ pub async fn select(
     peer.options.connection_timeout = Some(t.connect());
     peer.options.total_connection_timeout = Some(t.connect() * 2);
     // One read timeout covers waiting for the first byte and the gaps between stream chunks.
-    peer.options.read_timeout = Some(t.first_byte().max(t.idle()));
+    let mut read_timeout = t.first_byte().max(t.idle());
+    if ctx.inspect_request && !ctx.request_done && !session.is_body_empty() {
+        // The body is inspected as it streams and sent at its end: pingora's read timer runs
+        // from the request head on, so the upload's whole duration would count as the
+        // upstream's silence. The client's own read timeout bounds a stalled upload; the
+        // total limit bounds the rest.
+        let left = ctx
+            .total_deadline
+            .map(|d| d.saturating_duration_since(Instant::now()))
+            .unwrap_or_default();
+        read_timeout = read_timeout.max(left);
+    }
+    peer.options.read_timeout = Some(read_timeout);
     peer.options.write_timeout = Some(t.idle());
     Ok(Box::new(peer))
 }
@@ -283,7 +295,9 @@ pub fn prepare_request(
             pingora::protocols::http::compression::ResponseCompressionCtx::new(0, true, false);
     }
     if let (true, Some(body)) = (ctx.request_done, ctx.final_request_body.as_ref()) {
-        // Inspected before dispatch: the exact length of what will be sent.
+        // Inspected before dispatch: the exact length of what will be sent, which the client
+        // has sent already (its `Expect: 100-continue` was answered here).
+        req.remove_header("expect");
         req.remove_header("transfer-encoding");
         req.insert_header("content-length", body.len().to_string())?;
         if ctx.request_gzip {
@@ -306,6 +320,10 @@ pub async fn on_upstream_response(
     resp: &mut ResponseHeader,
     ctx: &mut RequestCtx,
 ) -> Result<()> {
+    if resp.status.is_informational() {
+        // 1xx (100 Continue, 103 Early Hints) is forwarded as it is; the final head follows.
+        return Ok(());
+    }
     let status = resp.status.as_u16();
     let Some((idx, permit)) = ctx.permit else {
         return Ok(());
@@ -442,6 +460,25 @@ pub fn on_proxy_error(
         ctx.stale_retry_used = true;
         fail_attempt(app, ctx, FailureKind::Connect);
         e.set_retry(true);
+        return e;
+    }
+    // While the client's body is still arriving, the upstream cannot be judged: it has not
+    // received the request whole, and a client that stalls makes it time out or hang up. No
+    // breaker verdict (one slow client must not open the circuit for everyone); a timeout is
+    // the client's, a 408.
+    if !ctx.request_done && !session.as_mut().is_body_done() {
+        if matches!(e.etype(), ErrorType::ReadTimedout) {
+            ctx.client_error = Some(ClientError::new(
+                408,
+                "The request body was not received in time.",
+                errors::INVALID_REQUEST,
+                Some(errors::CODE_REQUEST_TIMEOUT),
+                "client_timeout",
+            ));
+        }
+        // Returned without a verdict (an unreported half-open probe expires by itself).
+        ctx.permit = None;
+        e.set_retry(false);
         return e;
     }
     let kind = match e.etype() {

@@ -45,8 +45,20 @@ pub fn on_headers(
     resp: &mut ResponseHeader,
     ctx: &mut RequestCtx,
 ) -> Result<()> {
+    if resp.status.is_informational() {
+        return Ok(());
+    }
     let _entered = ctx.span.clone().entered();
     ctx.timed(|ctx| choose_mode(resp, ctx));
+    if session.req_header().version < http::Version::HTTP_11 {
+        // HTTP/1.0 has no chunked coding (RFC 9112 §6.1): a body of unknown length (rewritten
+        // here, or close-delimited upstream, which pingora turned chunked) ends with the
+        // connection instead.
+        resp.remove_header("transfer-encoding");
+        if resp.headers.get("content-length").is_none() {
+            session.set_keepalive(None);
+        }
+    }
     // A JSON body held whole until its end: keep the head back until then, too.
     if matches!(ctx.response_mode, ResponseMode::Json(_)) && !ctx.observe_only && !ctx.corked {
         ctx.corked = super::cork::set(session, true);
