@@ -19,6 +19,7 @@ enum RespKind {
     FunctionArgs,
     CustomInput,
     ReasoningSummary,
+    ReasoningText,
 }
 
 /// (delta event type, kind, done event type, field of the done event holding the whole text)
@@ -51,6 +52,12 @@ const RESP_FIELDS: &[(&str, RespKind, &str, &str)] = &[
         "response.reasoning_summary_text.delta",
         RespKind::ReasoningSummary,
         "response.reasoning_summary_text.done",
+        "text",
+    ),
+    (
+        "response.reasoning_text.delta",
+        RespKind::ReasoningText,
+        "response.reasoning_text.done",
         "text",
     ),
 ];
@@ -154,6 +161,7 @@ impl Field {
                     RespKind::FunctionArgs => 9,
                     RespKind::CustomInput => 10,
                     RespKind::ReasoningSummary => 11,
+                    RespKind::ReasoningText => 16,
                 },
                 output,
                 part,
@@ -263,6 +271,8 @@ const HANDLED_TYPES: &[&str] = &[
     "response.custom_tool_call_input.done",
     "response.reasoning_summary_text.delta",
     "response.reasoning_summary_text.done",
+    "response.reasoning_text.delta",
+    "response.reasoning_text.done",
     "response.content_part.added",
     "response.content_part.done",
     "response.reasoning_summary_part.added",
@@ -771,7 +781,9 @@ impl State {
         let mut o = Outcome::default();
         let output = u64_at(v, "output_index");
         let part_of = |kind: RespKind, v: &Value| match kind {
-            RespKind::OutputText | RespKind::Refusal => u64_at(v, "content_index"),
+            RespKind::OutputText | RespKind::Refusal | RespKind::ReasoningText => {
+                u64_at(v, "content_index")
+            }
             RespKind::ReasoningSummary => u64_at(v, "summary_index"),
             RespKind::FunctionArgs | RespKind::CustomInput => 0,
         };
@@ -917,6 +929,8 @@ impl State {
                         &mut o.changed,
                         &mut o.touched,
                     )?,
+                    // `thinking_delta`: signed by the provider and sent back verbatim in later
+                    // turns; left untouched like whole thinking blocks (walker.rs).
                     _ => {}
                 }
             }
@@ -2158,6 +2172,48 @@ mod tests {
         // With nothing held, a truncated stream is forwarded byte for byte.
         let out = run(Endpoint::ChatCompletions, input.as_bytes(), &mut Identity);
         assert_eq!(out, input.as_bytes());
+    }
+
+    /// Reasoning streamed as `reasoning_text` (open-weight models behind a Responses API) is
+    /// model-written text: held back and redacted like the answer, in the deltas, the done
+    /// event and the finished item.
+    #[test]
+    fn responses_reasoning_text_is_scanned() {
+        let mut input = String::new();
+        for (i, d) in ["think SE", "CR", "ET more"].iter().enumerate() {
+            input += &ev(
+                "response.reasoning_text.delta",
+                &format!(
+                    r#"{{"type":"response.reasoning_text.delta","sequence_number":{i},"item_id":"rs_1","output_index":0,"content_index":0,"delta":"{d}"}}"#
+                ),
+            );
+        }
+        input += &ev(
+            "response.reasoning_text.done",
+            r#"{"type":"response.reasoning_text.done","sequence_number":3,"item_id":"rs_1","output_index":0,"content_index":0,"text":"think SECRET more"}"#,
+        );
+        input += &ev(
+            "response.output_item.done",
+            r#"{"type":"response.output_item.done","sequence_number":4,"output_index":0,"item":{"id":"rs_1","type":"reasoning","summary":[],"content":[{"type":"reasoning_text","text":"think SECRET more"}]}}"#,
+        );
+        for cut in 0..input.len() {
+            let out = run_chunks(
+                Endpoint::Responses,
+                &[&input.as_bytes()[..cut], &input.as_bytes()[cut..]],
+                &mut Redact::default(),
+            )
+            .0;
+            let text = String::from_utf8(out.clone()).unwrap();
+            assert!(!text.contains(WORD), "cut {cut}: {text}");
+            let deltas: String = events(&out)
+                .iter()
+                .filter_map(|(_, d)| {
+                    let v = d.as_ref().ok()?;
+                    (v["type"] == "response.reasoning_text.delta").then(|| s(&v["delta"]))
+                })
+                .collect();
+            assert_eq!(deltas, "think [X] more", "cut {cut}");
+        }
     }
 
     #[test]

@@ -175,7 +175,8 @@ impl<'f> Walk<'f> {
     /// untyped `{"text": …}`); image/audio/file parts carry no text and are skipped.
     pub fn part<N: JsonNode>(&mut self, p: &mut N) {
         match p.type_tag().as_deref() {
-            None | Some("text" | "input_text" | "output_text" | "summary_text") => {
+            None
+            | Some("text" | "input_text" | "output_text" | "summary_text" | "reasoning_text") => {
                 // Output text parts carry per-token logprobs (a list) that spell the text.
                 let changed = self.changes(p, |w, p| w.field(p, "text"));
                 if let Some(lp) = p.get_mut("logprobs").filter(|_| changed) {
@@ -246,8 +247,13 @@ impl<'f> Walk<'f> {
             }
             // Model-written reasoning summaries are shown to users; on the request side they are
             // echoes of an earlier (already filtered) response and may be integrity-checked.
+            // Open-weight models served with a Responses API stream their reasoning as
+            // `reasoning_text` content (OpenAI's own is only `encrypted_content`, left alone).
             Some("reasoning") if side == Side::Response => {
                 if let Some(parts) = item.get_mut("summary").and_then(N::array_mut) {
+                    parts.iter_mut().for_each(|p| self.part(p));
+                }
+                if let Some(parts) = item.get_mut("content").and_then(N::array_mut) {
                     parts.iter_mut().for_each(|p| self.part(p));
                 }
             }
