@@ -696,6 +696,15 @@ impl State {
                         let field = Field::ChatDelta { choice: ci, name };
                         push_slot(f, field, delta.get_mut(name.key()), c, t)?;
                     }
+                    // Content as an array of parts (Mistral and others): each part is scanned
+                    // whole (no hold-back across chunks for this shape), never passed unread.
+                    if let Some(parts) = delta.get_mut("content").filter(|c| c.is_array()) {
+                        *c |= walk_whole(f, Some(parts), |w, parts| {
+                            if let Some(parts) = parts.as_array_mut() {
+                                parts.iter_mut().for_each(|p| w.part(p));
+                            }
+                        })?;
+                    }
                     if let Some(Value::Array(calls)) = delta.get_mut("tool_calls") {
                         for (tpos, tc) in calls.iter_mut().enumerate() {
                             let ti = index_of(tc, tpos);
@@ -2214,6 +2223,21 @@ mod tests {
                 .collect();
             assert_eq!(deltas, "think [X] more", "cut {cut}");
         }
+    }
+
+    #[test]
+    fn chat_delta_content_as_parts_is_scanned() {
+        let input = chat_chunk(
+            r#"{"index":0,"delta":{"content":[{"type":"text","text":"a SECRET b"}]},"finish_reason":null}"#,
+            "null",
+        ) + "data: [DONE]\n\n";
+        let out = run(
+            Endpoint::ChatCompletions,
+            input.as_bytes(),
+            &mut Redact::default(),
+        );
+        let text = String::from_utf8(out).unwrap();
+        assert!(!text.contains(WORD) && text.contains("a [X] b"), "{text}");
     }
 
     #[test]
