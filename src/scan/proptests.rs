@@ -42,6 +42,9 @@ impl Rng {
         let n = self.range(lo, hi);
         self.alnum(n)
     }
+    fn digits_in(&mut self, lo: usize, hi: usize) -> String {
+        self.chars_in(b"0123456789", lo, hi)
+    }
     fn digits(&mut self, n: usize) -> String {
         self.chars_of(b"0123456789", n)
     }
@@ -320,7 +323,7 @@ fn gen_phone(rng: &mut Rng) -> (String, String) {
     };
     let ex = rng.digits(3);
     let line = rng.digits(4);
-    let shaped = match rng.below(12) {
+    let shaped = match rng.below(20) {
         0 => format!("({area}) {ex}-{line}"),
         1 => format!("{area}-{ex}-{line}"),
         2 => format!("+1 {area} {ex} {line}"),
@@ -342,6 +345,39 @@ fn gen_phone(rng: &mut Rng) -> (String, String) {
         ),
         9 => format!("08-{} {} {}", rng.digits(3), rng.digits(2), rng.digits(2)),
         10 => format!("0{}/{}", rng.range(30, 99), rng.digits(7)),
+        // the 00 international prefix (Faker en_US "001-…", with an extension)
+        12 => format!("001-{area}-{ex}-{line}"),
+        13 => format!("001-{area}-{ex}-{line}x{}", rng.digits_in(1, 5)),
+        14 => format!(
+            "00{} {} {} {}",
+            rng.range(30, 49),
+            rng.digits(4),
+            rng.digits(3),
+            rng.digits(3)
+        ),
+        15 => format!("0044 7{} {}", rng.digits(3), rng.digits(6)),
+        16 => format!(
+            "(+{}) {} {} {}",
+            rng.range(30, 49),
+            rng.digits(2),
+            rng.digits(4),
+            rng.digits(4)
+        ),
+        // trunk-prefixed, 13-15 digits (AT)
+        17 => format!(
+            "(0{}) {} {}",
+            rng.digits(4),
+            rng.digits(5),
+            rng.digits_in(3, 5)
+        ),
+        // trunk 8 (RU)
+        18 => format!(
+            "8 ({}) {}-{}-{}",
+            rng.digits(3),
+            rng.digits(3),
+            rng.digits(2),
+            rng.digits(2)
+        ),
         _ => format!("(0{}) {}", rng.range(100, 999), rng.digits(6)),
     };
     if rng.below(4) != 0 {
@@ -357,8 +393,11 @@ fn gen_phone(rng: &mut Rng) -> (String, String) {
     ]);
     // The last group never all zeros: "12 000 000" reads as an amount, not a phone.
     let tail = format!("{}{}", rng.range(1, 9), rng.digits(2));
-    let value = match rng.below(3) {
+    let value = match rng.below(5) {
         0 => format!("{area}{}{}{line}", rng.range(2, 9), rng.digits(2)),
+        // other countries' bare numbers (CN mobile, IL), never ending in four zeros
+        3 => format!("1{}{}", rng.digits(9), rng.range(1, 9)),
+        4 => format!("0{}{}", rng.digits(7), rng.range(1, 9)),
         1 => format!("{} {} {tail}", rng.digits(3), rng.digits(3)),
         _ => format!(
             "{} {}-{tail}{}",
@@ -819,6 +858,7 @@ fn edge_texts_every_split() {
         "ssn 123 45 6789 2024 漢",
         "DE89 3704 0044 0532 0130 00 7",
         "AKIAIOSFODNN7EXAMPLE AKIAIOSFODNN7EXAMPLEX",
+        "Tel 001-541-872-1106 7 and 0044 7072 554917-1",
     ];
     let mut matchers: Vec<&Matcher> = tight_matchers().iter().collect();
     matchers.push(stream_matcher());
