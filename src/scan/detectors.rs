@@ -136,10 +136,11 @@ static BUILTINS: &[Builtin] = &[
     },
     Builtin {
         name: "credit_card",
-        // 12-19 digits, or groups of 3-6 digits with single space/dash separators (the
-        // validator checks one separator kind, 12-19 digits in a group-aligned prefix; 12
-        // only for Maestro).
-        pattern: r"(?-u)\b(?:\d{12,19}|\d{3,6}(?:[ \-]\d{3,6}){1,5})\b",
+        // 12-19 digits, or groups of 3-6 digits with single space/dash separators, the last
+        // group possibly short after groups of four ("4417 7763 1706 9" Visa 13, "3830-7217-
+        // 1027-27" Diners 14, "6251 8788 0345 5033 65" UnionPay 18); the validator checks
+        // one separator kind, 12-19 digits in a group-aligned prefix; 12 only for Maestro.
+        pattern: r"(?-u)\b(?:\d{12,19}|\d{3,6}(?:[ \-]\d{3,6}){1,5}(?:[ \-]\d{1,2})?)\b",
         validate: credit_card,
         rank: 14,
         extra_len: 0,
@@ -647,22 +648,30 @@ fn credit_card(h: &[u8], s: usize, e: usize) -> Option<(usize, usize)> {
     if groups.len() == 1 || groups[0].1 >= 12 {
         return check(groups[0].0).then_some((s, groups[0].0));
     }
-    // Separated: one separator kind, groups of 3-6 digits (4-4-4-4, 4-6-5, 4-4-4-4-3 ...).
-    // Try the longest such group-aligned prefix first, so that a following unrelated number
-    // ("4111 1111 1111 1111 2024") is not swallowed and does not hide the card.
+    // Separated: one separator kind, groups of 3-6 digits (4-4-4-4, 4-6-5, 4-4-4-4-3 ...),
+    // or a last group of 1-2 digits after three or more groups of four (4-4-4-1, 4-4-4-2,
+    // 4-4-4-4-2). Try the longest such group-aligned prefix first, so that a following
+    // unrelated number ("4111 1111 1111 1111 2024") is not swallowed and does not hide the
+    // card.
     let sep = h[groups[0].0];
     let mut prev = 0;
     let mut start = s;
     let mut usable = 0;
+    let mut all_fours = true;
     for (k, &(end, n)) in groups.iter().enumerate() {
         let len = n - prev;
         prev = n;
         let sep_ok = k == 0 || (end - len - start == 1 && h[start] == sep);
-        if !(3..=6).contains(&len) || !sep_ok {
+        let short_tail = (1..=2).contains(&len) && k >= 3 && all_fours;
+        if !((3..=6).contains(&len) || short_tail) || !sep_ok {
             break;
         }
+        all_fours &= len == 4;
         usable += 1;
         start = end;
+        if len < 3 {
+            break;
+        }
     }
     groups[..usable]
         .iter()
