@@ -25,6 +25,13 @@ pub(crate) const PEM_MAX_BODY: usize = 8 * 1024;
 /// Bytes before a 9-digit candidate searched for a routing-number keyword.
 const ROUTING_CONTEXT: usize = 32;
 
+/// Bytes before an unseparated or dotted SSN candidate searched for an SSN keyword.
+const SSN_CONTEXT: usize = 32;
+
+/// Keywords announcing an SSN written without its usual dashes ("SSN: 748538820",
+/// "Social Security Number: 328990359").
+const SSN_WORDS: [&[u8]; 4] = [b"ssn", b"social security", b"soc sec", b"soc. sec"];
+
 /// Bytes before a phone candidate without a shape of its own (ten bare digits, other
 /// national formats) searched for a phone word.
 const PHONE_CONTEXT: usize = 32;
@@ -147,7 +154,9 @@ static BUILTINS: &[Builtin] = &[
     },
     Builtin {
         name: "us_ssn",
-        pattern: r"(?-u)\b\d{3}[ \-]\d{2}[ \-]\d{4}\b",
+        // 3-2-4 with spaces or dashes; dotted or nine bare digits only after an SSN keyword
+        // (see the validator).
+        pattern: r"(?-u)\b(?:\d{3}[ \-.]\d{2}[ \-.]\d{4}|\d{9})\b",
         validate: us_ssn,
         rank: 15,
         extra_len: 0,
@@ -682,11 +691,22 @@ fn credit_card(h: &[u8], s: usize, e: usize) -> Option<(usize, usize)> {
 
 fn us_ssn(h: &[u8], s: usize, e: usize) -> Option<(usize, usize)> {
     let span = &h[s..e];
-    let (sep1, sep2) = (span[3], span[6]);
-    if sep1 != sep2 || !digits_isolated(h, s, e) {
+    if !digits_isolated(h, s, e) {
         return None;
     }
-    v::ssn_parts_valid(&span[..3], &span[4..6], &span[7..]).then_some((s, e))
+    let (area, group, serial) = if span.len() == 9 {
+        (&span[..3], &span[3..5], &span[5..])
+    } else if span[3] == span[6] {
+        (&span[..3], &span[4..6], &span[7..])
+    } else {
+        return None;
+    };
+    // Nine bare digits are as often an id, an amount or a routing number, and dotted groups
+    // a version: they need an SSN keyword shortly before ("SSN: 748538820").
+    let shaped = span.len() == 11 && span[3] != b'.';
+    (v::ssn_parts_valid(area, group, serial)
+        && (shaped || keyword_before(h, s, SSN_CONTEXT, &SSN_WORDS, true)))
+    .then_some((s, e))
 }
 
 fn iban(h: &[u8], s: usize, e: usize) -> Option<(usize, usize)> {

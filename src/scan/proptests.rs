@@ -127,12 +127,19 @@ fn gen_pii(k: usize, rng: &mut Rng) -> (String, Vec<String>) {
             if area == 666 {
                 area = 665;
             }
-            let sep = *rng.pick(&["-", "-", " "]);
-            one(format!(
+            let sep = *rng.pick(&["-", "-", " ", "", "."]);
+            let ssn = format!(
                 "{area:03}{sep}{:02}{sep}{:04}",
                 rng.range(1, 99),
                 rng.range(1, 9999)
-            ))
+            );
+            if matches!(sep, "" | ".") {
+                // bare or dotted: after an SSN keyword
+                let kw = *rng.pick(&["SSN: ", "ssn ", "Social Security Number: ", "SSN #"]);
+                (format!("{kw}{ssn}"), vec![ssn])
+            } else {
+                one(ssn)
+            }
         }
         5 => one(format!(
             "{}.{}.{}.{}",
@@ -871,6 +878,7 @@ fn edge_texts_every_split() {
         "DE89 3704 0044 0532 0130 00 7",
         "AKIAIOSFODNN7EXAMPLE AKIAIOSFODNN7EXAMPLEX",
         "Tel 001-541-872-1106 7 and 0044 7072 554917-1",
+        "SSN: 748538820 1 ssn 328.99.0359.1",
     ];
     let mut matchers: Vec<&Matcher> = tight_matchers().iter().collect();
     matchers.push(stream_matcher());
