@@ -749,9 +749,20 @@ fn ipv6(h: &[u8], s: usize, e: usize) -> Option<(usize, usize)> {
     let glue =
         |b: Option<u8>| b.is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b':');
     // Glued to more address-like text on either side: part of something longer. A lone
-    // ':' next to the address (`ip:2001:db8::1`, `2001:db8::1: next`) is punctuation.
+    // ':' next to the address (`2001:db8::1: next`) is punctuation, and so is one after a
+    // label that is not hex digits (`ip:2001:db8::1`, `IPv6:…`, `addr:fe80::1`); after
+    // hex digits it joins a longer run (`1:2:3:4:5:6:7:8:9`, `00:1A:2B:3C:4D:5E`).
     let prev = before(h, s, 1);
-    let colon_before = prev == Some(b':') && !glue(before(h, s, 2));
+    let colon_before = prev == Some(b':') && {
+        let label = h[..s - 1]
+            .iter()
+            .rev()
+            .take_while(|b| b.is_ascii_alphanumeric() || **b == b'_')
+            .count();
+        let word = &h[s - 1 - label..s - 1];
+        before(h, s, label + 2) != Some(b':')
+            && (label == 0 || word.iter().any(|b| !b.is_ascii_hexdigit()))
+    };
     if glue(prev) && !colon_before {
         return None;
     }

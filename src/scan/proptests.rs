@@ -158,7 +158,9 @@ fn gen_pii(k: usize, rng: &mut Rng) -> (String, Vec<String>) {
             }
             let s = std::net::Ipv6Addr::from(seg).to_string();
             if s.bytes().any(|b| b.is_ascii_digit()) && s.contains(':') {
-                break one(s);
+                // glued to a label and a colon ("ip:2001:db8::1")
+                let label = *rng.pick(&["", "", "ip:", "IPv6:", "addr:"]);
+                break (format!("{label}{s}"), vec![s]);
             }
         },
         7 => one(format!("sk-proj-{}", rng.alnum_in(40, 100))),
@@ -879,6 +881,7 @@ fn edge_texts_every_split() {
         "AKIAIOSFODNN7EXAMPLE AKIAIOSFODNN7EXAMPLEX",
         "Tel 001-541-872-1106 7 and 0044 7072 554917-1",
         "SSN: 748538820 1 ssn 328.99.0359.1",
+        "ip:2001:db8::1 addr:fe80::1:",
     ];
     let mut matchers: Vec<&Matcher> = tight_matchers().iter().collect();
     matchers.push(stream_matcher());
