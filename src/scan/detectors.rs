@@ -25,6 +25,9 @@ pub(crate) const PEM_MAX_BODY: usize = 8 * 1024;
 /// Bytes before a 9-digit candidate searched for a routing-number keyword.
 const ROUTING_CONTEXT: usize = 32;
 
+/// Bytes before a compact lowercase IBAN searched for the word "IBAN".
+const IBAN_CONTEXT: usize = 32;
+
 /// Bytes before an unseparated or dotted SSN candidate searched for an SSN keyword.
 const SSN_CONTEXT: usize = 32;
 
@@ -163,7 +166,9 @@ static BUILTINS: &[Builtin] = &[
     },
     Builtin {
         name: "iban",
-        pattern: r"(?-u)\b[A-Z]{2}\d{2}(?:[A-Z0-9]{11,30}|(?: [A-Z0-9]{4}){2,7}(?: [A-Z0-9]{1,4})?)\b",
+        // Compact, or in groups of four separated by spaces or dashes; any letter case (the
+        // validator wants an IBAN keyword before a compact lowercase one).
+        pattern: r"(?-u)\b[A-Za-z]{2}\d{2}(?:[A-Za-z0-9]{11,30}|(?:[ \-][A-Za-z0-9]{4}){2,7}(?:[ \-][A-Za-z0-9]{1,4})?)\b",
         validate: iban,
         rank: 12,
         extra_len: 0,
@@ -710,15 +715,33 @@ fn us_ssn(h: &[u8], s: usize, e: usize) -> Option<(usize, usize)> {
 }
 
 fn iban(h: &[u8], s: usize, e: usize) -> Option<(usize, usize)> {
-    let want = v::iban_length(&h[s..s + 2])?;
+    let country = h[s..s + 2].to_ascii_uppercase();
+    let want = v::iban_length(&country)?;
+    // One separator kind: a group after another separator is not part of this IBAN.
+    let sep = h[s..e].iter().copied().find(|&b| b == b' ' || b == b'-');
+    let e = match sep {
+        Some(sep) => h[s..e]
+            .iter()
+            .position(|&b| (b == b' ' || b == b'-') && b != sep)
+            .map_or(e, |p| s + p),
+        None => e,
+    };
+    // A compact lowercase run is as likely a hash or an id: "IBAN" shortly before it.
+    if sep.is_none()
+        && h[s..e].iter().any(u8::is_ascii_lowercase)
+        && !keyword_before(h, s, IBAN_CONTEXT, &[b"iban"], false)
+    {
+        return None;
+    }
+    let is_sep = |b: u8| Some(b) == sep;
     let mut compact = Vec::with_capacity(34);
     for (i, &b) in h[s..e].iter().enumerate() {
-        if b != b' ' {
-            compact.push(b);
+        if !is_sep(b) {
+            compact.push(b.to_ascii_uppercase());
             if compact.len() == want {
                 let end = s + i + 1;
-                // Must end on a group boundary (spaced) or at the candidate end (compact).
-                let boundary = end == e || at(h, end) == Some(b' ');
+                // Must end on a group boundary (separated) or at the candidate end (compact).
+                let boundary = end == e || at(h, end).is_some_and(is_sep);
                 if boundary && v::iban_valid(&compact) {
                     return Some((s, end));
                 }
@@ -729,11 +752,11 @@ fn iban(h: &[u8], s: usize, e: usize) -> Option<(usize, usize)> {
     // still counts ("MT75 … 2403 C++" ends before " C").
     let mut end = e;
     loop {
-        let kept = h[s..end].iter().filter(|&&b| b != b' ').count();
+        let kept = h[s..end].iter().filter(|&&b| !is_sep(b)).count();
         if v::iban_checksummed(&compact[..kept]) {
             return Some((s, end));
         }
-        end = s + h[s..end].iter().rposition(|&b| b == b' ')?;
+        end = s + h[s..end].iter().rposition(|&b| is_sep(b))?;
     }
 }
 

@@ -107,7 +107,16 @@ fn gen_pii(k: usize, rng: &mut Rng) -> (String, Vec<String>) {
     let one = |s: String| (s.clone(), vec![s]);
     match k {
         0 => one(gen_card(rng)),
-        1 => one(gen_iban(rng)),
+        1 => {
+            let iban = gen_iban(rng);
+            // A compact lowercase IBAN is only one after the word "IBAN".
+            if !iban.contains([' ', '-']) && rng.below(4) == 0 {
+                let lower = iban.to_ascii_lowercase();
+                (format!("IBAN: {lower}"), vec![lower])
+            } else {
+                one(iban)
+            }
+        }
         2 => {
             let local = if rng.below(2) == 0 {
                 rng.chars_in(b"abcdefghijklmnopqrstuvwxyz0123456789", 1, 12)
@@ -325,12 +334,19 @@ fn gen_iban(rng: &mut Rng) -> String {
     if rng.below(2) == 0 {
         return compact;
     }
-    compact
+    // In groups of four: spaces, dashes, or spaces in lowercase.
+    let (sep, lower) = *rng.pick(&[(" ", false), (" ", false), ("-", false), (" ", true)]);
+    let grouped = compact
         .as_bytes()
         .chunks(4)
         .map(|c| std::str::from_utf8(c).unwrap_or_default())
         .collect::<Vec<_>>()
-        .join(" ")
+        .join(sep);
+    if lower {
+        grouped.to_ascii_lowercase()
+    } else {
+        grouped
+    }
 }
 
 /// A phone number as (text to insert, value that must not survive). Shapeless national
@@ -882,6 +898,7 @@ fn edge_texts_every_split() {
         "Tel 001-541-872-1106 7 and 0044 7072 554917-1",
         "SSN: 748538820 1 ssn 328.99.0359.1",
         "ip:2001:db8::1 addr:fe80::1:",
+        "4417 7763 1706 9 1 and de63-0256-7796-3778-4925-97",
     ];
     let mut matchers: Vec<&Matcher> = tight_matchers().iter().collect();
     matchers.push(stream_matcher());
