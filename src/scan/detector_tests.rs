@@ -125,6 +125,8 @@ fn email() {
             "email me at user at example dot com",
             "name@example-.com",
             "a@b@c.com",
+            "retina image logo@2x.png and icon@3x.jpg",
+            "sprite@2x.WEBP, bg@1.5x.jpeg, a@3x.gif, b@2x.svg, fav@2x.ico, c@2x.bmp",
         ],
     );
 }

@@ -394,7 +394,13 @@ fn email(h: &[u8], s: usize, e: usize) -> Option<(usize, usize)> {
     });
     // "a@b.c-d.com" fine; an '@' right after the match means it is part of something else.
     let glued = at(h, e) == Some(b'@') || before(h, s, 1) == Some(b'@');
-    (local_ok && labels_ok && !glued).then_some((s, e))
+    // Image file names with a density suffix (`logo@2x.png`): no such top-level domains.
+    const FILE_TLDS: [&[u8]; 8] = [
+        b"png", b"jpg", b"jpeg", b"gif", b"svg", b"webp", b"ico", b"bmp",
+    ];
+    let tld = domain.rsplit(|&b| b == b'.').next().unwrap_or_default();
+    let file = FILE_TLDS.iter().any(|t| tld.eq_ignore_ascii_case(t));
+    (local_ok && labels_ok && !glued && !file).then_some((s, e))
 }
 
 fn phone(h: &[u8], s: usize, e: usize) -> Option<(usize, usize)> {
