@@ -25,6 +25,16 @@ pub(crate) const PEM_MAX_BODY: usize = 8 * 1024;
 /// Bytes before a 9-digit candidate searched for a routing-number keyword.
 const ROUTING_CONTEXT: usize = 32;
 
+/// Bytes before a compact lowercase IBAN searched for the word "IBAN".
+const IBAN_CONTEXT: usize = 32;
+
+/// Bytes before an unseparated or dotted SSN candidate searched for an SSN keyword.
+const SSN_CONTEXT: usize = 32;
+
+/// Keywords announcing an SSN written without its usual dashes ("SSN: 748538820",
+/// "Social Security Number: 328990359").
+const SSN_WORDS: [&[u8]; 4] = [b"ssn", b"social security", b"soc sec", b"soc. sec"];
+
 /// Bytes before a phone candidate without a shape of its own (ten bare digits, other
 /// national formats) searched for a phone word.
 const PHONE_CONTEXT: usize = 32;
@@ -107,14 +117,18 @@ static BUILTINS: &[Builtin] = &[
         name: "phone",
         pattern: concat!(
             r"(?-u)(?:",
-            // international, '+' and country code, optional (area), groups
-            r"\B\+[1-9]\d{0,2}(?:[ .\-]?\(\d{1,4}\))?(?:[ .\-]?\d{1,5}){1,6}",
+            // international: '+', '(+' or the '00' international prefix, a country code,
+            // optional (area), groups ("+44 20 7946 0958", "(+44) 20 7946 0958", Faker's
+            // "001-541-872-1106", "0044 7072 554917")
+            r"(?:\B\+|\(\+|\b00)[1-9]\d{0,2}\)?(?:[ .\-]?\(\d{1,4}\))?(?:[ .\-]?\d{1,5}){1,6}",
             // NANP shape: optional 1, area code (with or without parens), exchange, line. The
             // separated 3-3-4 shape is the evidence; NANP's digit rules are not required of it
             // (fictional 555 numbers and generated test data break them).
             r"|(?:\b1[ .\-]?)?(?:\b\d{3}[ .\-]|\B\(\d{3}\)[ .\-]?)\d{3}[ .\-]\d{4}",
             // NANP written without separators: [1] NXX NXX XXXX
             r"|\b1?[2-9]\d{2}[2-9]\d{6}",
+            // trunk 8 (Russia and CIS): 8 (495) 123-45-67, 8 (8452) 12-34-56, 8 800 555-35-35
+            r"|\b8[ \-]?(?:\(\d{3,5}\)[ \-]?|\d{3}[ \-])\d{1,3}(?:[ \-]\d{2}){2}",
             // trunk-prefixed national numbers (UK 020 7946 0958, DE 030/1234567, FR 01 23 45 67
             // 89, SE 08-811 78 75, NL (0578) 696723): a 0, an area code, groups of 2-5 digits
             r"|(?:\b0\d{1,4}|\B\(0\d{1,4}\))[ .\-/]?\d{2,5}(?:[ .\-]?\d{2,5}){0,3}",
@@ -132,24 +146,29 @@ static BUILTINS: &[Builtin] = &[
     },
     Builtin {
         name: "credit_card",
-        // 12-19 digits, or groups of 3-6 digits with single space/dash separators (the
-        // validator checks one separator kind, 12-19 digits in a group-aligned prefix; 12
-        // only for Maestro).
-        pattern: r"(?-u)\b(?:\d{12,19}|\d{3,6}(?:[ \-]\d{3,6}){1,5})\b",
+        // 12-19 digits, or groups of 3-6 digits with single space/dash separators, the last
+        // group possibly short after groups of four ("4417 7763 1706 9" Visa 13, "3830-7217-
+        // 1027-27" Diners 14, "6251 8788 0345 5033 65" UnionPay 18); the validator checks
+        // one separator kind, 12-19 digits in a group-aligned prefix; 12 only for Maestro.
+        pattern: r"(?-u)\b(?:\d{12,19}|\d{3,6}(?:[ \-]\d{3,6}){1,5}(?:[ \-]\d{1,2})?)\b",
         validate: credit_card,
         rank: 14,
         extra_len: 0,
     },
     Builtin {
         name: "us_ssn",
-        pattern: r"(?-u)\b\d{3}[ \-]\d{2}[ \-]\d{4}\b",
+        // 3-2-4 with spaces or dashes; dotted or nine bare digits only after an SSN keyword
+        // (see the validator).
+        pattern: r"(?-u)\b(?:\d{3}[ \-.]\d{2}[ \-.]\d{4}|\d{9})\b",
         validate: us_ssn,
         rank: 15,
         extra_len: 0,
     },
     Builtin {
         name: "iban",
-        pattern: r"(?-u)\b[A-Z]{2}\d{2}(?:[A-Z0-9]{11,30}|(?: [A-Z0-9]{4}){2,7}(?: [A-Z0-9]{1,4})?)\b",
+        // Compact, or in groups of four separated by spaces or dashes; any letter case (the
+        // validator wants an IBAN keyword before a compact lowercase one).
+        pattern: r"(?-u)\b[A-Za-z]{2}\d{2}(?:[A-Za-z0-9]{11,30}|(?:[ \-][A-Za-z0-9]{4}){2,7}(?:[ \-][A-Za-z0-9]{1,4})?)\b",
         validate: iban,
         rank: 12,
         extra_len: 0,
@@ -375,38 +394,35 @@ fn email(h: &[u8], s: usize, e: usize) -> Option<(usize, usize)> {
     });
     // "a@b.c-d.com" fine; an '@' right after the match means it is part of something else.
     let glued = at(h, e) == Some(b'@') || before(h, s, 1) == Some(b'@');
-    (local_ok && labels_ok && !glued).then_some((s, e))
+    // Image file names with a density suffix (`logo@2x.png`): no such top-level domains.
+    const FILE_TLDS: [&[u8]; 8] = [
+        b"png", b"jpg", b"jpeg", b"gif", b"svg", b"webp", b"ico", b"bmp",
+    ];
+    let tld = domain.rsplit(|&b| b == b'.').next().unwrap_or_default();
+    let file = FILE_TLDS.iter().any(|t| tld.eq_ignore_ascii_case(t));
+    (local_ok && labels_ok && !glued && !file).then_some((s, e))
 }
 
 fn phone(h: &[u8], s: usize, e: usize) -> Option<(usize, usize)> {
     // An extension ("x522", "ext. 12", "#7") is redacted with the number but not counted.
     let core = phone_core_end(h, s, e);
-    let first = h[s];
-    // '+' numbers are checked against E.164 (8-15 digits); others have fixed shapes.
-    if first == b'+' {
-        if is_digit(before(h, s, 1)) {
+    // International numbers ('+', '(+44)' or '00' and a country code) are checked against
+    // E.164 (8-15 digits after the prefix); others have fixed shapes.
+    if let Some((start, body)) = intl_prefix(h, s) {
+        if is_digit(before(h, start, 1)) {
             return None;
         }
-        let groups = digit_groups(h, s, core);
-        // Try the longest prefix ending on a digit group that is a plausible number, so a
-        // trailing unrelated number ("+44 20 7946 0958 2024") does not hide the phone.
-        for (k, &(end, ndigits)) in groups.iter().enumerate().rev() {
-            if !(8..=15).contains(&ndigits) {
-                continue;
-            }
-            let singles = group_lens(&groups[..=k]).filter(|&len| len == 1).count();
-            let span = &h[s..end];
-            let opens = span.iter().filter(|&&b| b == b'(').count();
-            let closes = span.iter().filter(|&&b| b == b')').count();
-            if singles <= 2
-                && opens == closes
-                && digits_isolated(h, s, end)
-                && !plus_number_not_phone(span)
-            {
-                return Some((s, if end == core { e } else { end }));
-            }
+        let found = international(h, start, body, core, e);
+        if h[s] != b'0' {
+            return found;
         }
-        return None;
+        // '00' without separators is as likely a zero-padded id: only after a phone word.
+        // Otherwise it may still be a national number ("001-234-5678").
+        let grouped = h[s..core].iter().any(|b| !b.is_ascii_digit());
+        if found.is_some() && (grouped || keyword_before(h, s, PHONE_CONTEXT, &PHONE_WORDS, false))
+        {
+            return found;
+        }
     }
     // A '+' glued to a word ("x+14155552671") was refused above; its digits are not a
     // number of their own either.
@@ -423,6 +439,46 @@ fn phone(h: &[u8], s: usize, e: usize) -> Option<(usize, usize)> {
             let end = groups[k - 1].0;
             (s, if end == core { e } else { end })
         })
+}
+
+/// Where an international number starts and where its country code starts: `+44…`,
+/// `(+44) …`, `0044…` (the `00` international prefix). A `(+44 20 …)` in parentheses
+/// starts at the '+'.
+fn intl_prefix(h: &[u8], s: usize) -> Option<(usize, usize)> {
+    match (at(h, s), at(h, s + 1), at(h, s + 2)) {
+        (Some(b'+'), _, _) => Some((s, s + 1)),
+        (Some(b'('), Some(b'+'), _) => {
+            let cc = h[s + 2..].iter().take_while(|b| b.is_ascii_digit()).count();
+            let closed = (1..=3).contains(&cc) && at(h, s + 2 + cc) == Some(b')');
+            Some((if closed { s } else { s + 1 }, s + 2))
+        }
+        (Some(b'0'), Some(b'0'), Some(b'1'..=b'9')) => Some((s, s + 2)),
+        _ => None,
+    }
+}
+
+/// An international number from `s` (its country code at `body`) through the longest
+/// prefix ending on a digit group that is a plausible number, so a trailing unrelated number
+/// ("+44 20 7946 0958 2024") does not hide the phone.
+fn international(h: &[u8], s: usize, body: usize, core: usize, e: usize) -> Option<(usize, usize)> {
+    let groups = digit_groups(h, body, core);
+    for (k, &(end, ndigits)) in groups.iter().enumerate().rev() {
+        if !(8..=15).contains(&ndigits) {
+            continue;
+        }
+        let singles = group_lens(&groups[..=k]).filter(|&len| len == 1).count();
+        let span = &h[s..end];
+        let opens = span.iter().filter(|&&b| b == b'(').count();
+        let closes = span.iter().filter(|&&b| b == b')').count();
+        if singles <= 2
+            && opens == closes
+            && digits_isolated(h, s, end)
+            && !plus_number_not_phone(&h[body - 1..end])
+        {
+            return Some((s, if end == core { e } else { end }));
+        }
+    }
+    None
 }
 
 /// Lengths of the digit groups from [`digit_groups`] (which counts digits cumulatively).
@@ -450,40 +506,70 @@ fn phone_without_plus(h: &[u8], s: usize, groups: &[(usize, usize)]) -> bool {
         .filter(u8::is_ascii_digit)
         .collect();
     let bare = digits.len() == end - s;
+    let phone_word = || keyword_before(h, s, PHONE_CONTEXT, &PHONE_WORDS, false);
+    let lens: Vec<usize> = group_lens(groups).collect();
+    // Other national formats have no shape of their own: 8-12 digits in one run or three or
+    // four groups, after a phone word.
+    let other_national = || {
+        // Amounts written with thousands separators are not phones even after a phone word
+        // ("API calls: 12 000 000", "calls 1.500.000"): a short lead group followed by
+        // groups of three, or a last group of zeros; bare, four trailing zeros
+        // ("calls: 1500000000").
+        let last = &digits[digits.len() - lens.last().copied().unwrap_or(0)..];
+        let amount = (lens.len() > 1 && lens[0] < 3 && lens[1..].iter().all(|&n| n == 3))
+            || (lens.len() > 1 && last.iter().all(|&b| b == b'0'))
+            || (bare && digits.ends_with(b"0000"));
+        (8..=12).contains(&digits.len())
+            && (bare || (3..=4).contains(&lens.len()))
+            && !amount
+            && !national_number_not_phone(&h[s..end])
+            && phone_word()
+    };
     if first == b'0' || (first == b'(' && at(h, s + 1) == Some(b'0')) {
-        // 0 + area code + subscriber: 9 (SE) to 12 digits (DE) when written in groups; an
-        // unbroken run needs 10-11 (a bare 9-digit 0… is as likely a routing number or id).
-        let range = if bare { 10..=11 } else { 9..=12 };
-        return range.contains(&digits.len()) && !national_number_not_phone(&h[s..end]);
+        // 0 + area code + subscriber: 9 (SE) to 15 digits (E.164's maximum; AT "(02239)
+        // 09960 308" has 13) when written in groups, more than 12 only with one separator
+        // kind ("0171 1234567 01.02.2024" is a phone and a date); an unbroken run needs
+        // 10-11 (a bare 9-digit 0… is as likely a routing number or id) unless a phone word
+        // comes before it ("Phone: 039093786").
+        let n = digits.len();
+        let shaped = if bare {
+            (10..=11).contains(&n)
+        } else {
+            (9..=12).contains(&n) || ((13..=15).contains(&n) && one_separator_kind(&h[s..end]))
+        };
+        return (shaped && !national_number_not_phone(&h[s..end])) || (bare && other_national());
+    }
+    if first == b'8' && !is_digit(at(h, s + 1)) {
+        // Trunk 8 + ten digits (RU/CIS): the (area code) is the evidence, or a phone word.
+        return digits.len() == 11 && (h[s..end].contains(&b'(') || phone_word());
     }
     let d = if digits.len() == 11 && digits[0] == b'1' {
         &digits[1..]
     } else {
         &digits[..]
     };
-    let phone_word = || keyword_before(h, s, PHONE_CONTEXT, &PHONE_WORDS, false);
-    let lens: Vec<usize> = group_lens(groups).collect();
     let nanp_shape = first == b'('
         || (d.len() == 10 && matches!(lens.as_slice(), [1, 3, 3, 4] | [3, 3, 4] | [10] | [11]));
     if !nanp_shape {
-        // Other national formats have no shape of their own: 8-12 digits in one run or
-        // three or four groups, after a phone word.
-        // Amounts written with thousands separators are not phones even after a phone word
-        // ("API calls: 12 000 000", "calls 1.500.000"): a short lead group followed by
-        // groups of three, or a last group of zeros.
-        let last = &digits[digits.len() - lens.last().copied().unwrap_or(0)..];
-        let amount = (lens.len() > 1 && lens[0] < 3 && lens[1..].iter().all(|&n| n == 3))
-            || (lens.len() > 1 && last.iter().all(|&b| b == b'0'));
-        return (8..=12).contains(&digits.len())
-            && (bare || (3..=4).contains(&lens.len()))
-            && !amount
-            && !national_number_not_phone(&h[s..end])
-            && phone_word();
+        return other_national();
     }
     // Ten bare digits are as often an order number or an id as a phone: they must be a
     // valid NANP number ([1] NXX NXX XXXX, no N11 service code) with a phone word shortly
-    // before ("call 4155552671", "Tel: 4155552671", "mobile 14155552671").
-    d.len() == 10 && !(bare && (&d[1..3] == b"11" || d[0] < b'2' || d[3] < b'2' || !phone_word()))
+    // before ("call 4155552671", "Tel: 4155552671", "mobile 14155552671"), or another
+    // country's number after a phone word ("mobile 3500268466", "Phone: 18730792440").
+    let nanp = d.len() == 10
+        && !(bare && (&d[1..3] == b"11" || d[0] < b'2' || d[3] < b'2' || !phone_word()));
+    nanp || (bare && other_national())
+}
+
+/// The separators between the digit groups of `span` (parentheses aside) are all one kind:
+/// "(02239) 09960 308", not "0171 1234567 01.02".
+fn one_separator_kind(span: &[u8]) -> bool {
+    let mut seps = span
+        .iter()
+        .filter(|b| !b.is_ascii_digit() && !matches!(b, b'(' | b')'));
+    let first = seps.next();
+    seps.all(|b| Some(b) == first)
 }
 
 /// Digit groups that are not phones: mixed separators (`01.01.1971 05/19`) and dates
@@ -582,22 +668,30 @@ fn credit_card(h: &[u8], s: usize, e: usize) -> Option<(usize, usize)> {
     if groups.len() == 1 || groups[0].1 >= 12 {
         return check(groups[0].0).then_some((s, groups[0].0));
     }
-    // Separated: one separator kind, groups of 3-6 digits (4-4-4-4, 4-6-5, 4-4-4-4-3 ...).
-    // Try the longest such group-aligned prefix first, so that a following unrelated number
-    // ("4111 1111 1111 1111 2024") is not swallowed and does not hide the card.
+    // Separated: one separator kind, groups of 3-6 digits (4-4-4-4, 4-6-5, 4-4-4-4-3 ...),
+    // or a last group of 1-2 digits after three or more groups of four (4-4-4-1, 4-4-4-2,
+    // 4-4-4-4-2). Try the longest such group-aligned prefix first, so that a following
+    // unrelated number ("4111 1111 1111 1111 2024") is not swallowed and does not hide the
+    // card.
     let sep = h[groups[0].0];
     let mut prev = 0;
     let mut start = s;
     let mut usable = 0;
+    let mut all_fours = true;
     for (k, &(end, n)) in groups.iter().enumerate() {
         let len = n - prev;
         prev = n;
         let sep_ok = k == 0 || (end - len - start == 1 && h[start] == sep);
-        if !(3..=6).contains(&len) || !sep_ok {
+        let short_tail = (1..=2).contains(&len) && k >= 3 && all_fours;
+        if !((3..=6).contains(&len) || short_tail) || !sep_ok {
             break;
         }
+        all_fours &= len == 4;
         usable += 1;
         start = end;
+        if len < 3 {
+            break;
+        }
     }
     groups[..usable]
         .iter()
@@ -608,23 +702,52 @@ fn credit_card(h: &[u8], s: usize, e: usize) -> Option<(usize, usize)> {
 
 fn us_ssn(h: &[u8], s: usize, e: usize) -> Option<(usize, usize)> {
     let span = &h[s..e];
-    let (sep1, sep2) = (span[3], span[6]);
-    if sep1 != sep2 || !digits_isolated(h, s, e) {
+    if !digits_isolated(h, s, e) {
         return None;
     }
-    v::ssn_parts_valid(&span[..3], &span[4..6], &span[7..]).then_some((s, e))
+    let (area, group, serial) = if span.len() == 9 {
+        (&span[..3], &span[3..5], &span[5..])
+    } else if span[3] == span[6] {
+        (&span[..3], &span[4..6], &span[7..])
+    } else {
+        return None;
+    };
+    // Nine bare digits are as often an id, an amount or a routing number, and dotted groups
+    // a version: they need an SSN keyword shortly before ("SSN: 748538820").
+    let shaped = span.len() == 11 && span[3] != b'.';
+    (v::ssn_parts_valid(area, group, serial)
+        && (shaped || keyword_before(h, s, SSN_CONTEXT, &SSN_WORDS, true)))
+    .then_some((s, e))
 }
 
 fn iban(h: &[u8], s: usize, e: usize) -> Option<(usize, usize)> {
-    let want = v::iban_length(&h[s..s + 2])?;
+    let country = h[s..s + 2].to_ascii_uppercase();
+    let want = v::iban_length(&country)?;
+    // One separator kind: a group after another separator is not part of this IBAN.
+    let sep = h[s..e].iter().copied().find(|&b| b == b' ' || b == b'-');
+    let e = match sep {
+        Some(sep) => h[s..e]
+            .iter()
+            .position(|&b| (b == b' ' || b == b'-') && b != sep)
+            .map_or(e, |p| s + p),
+        None => e,
+    };
+    // A compact lowercase run is as likely a hash or an id: "IBAN" shortly before it.
+    if sep.is_none()
+        && h[s..e].iter().any(u8::is_ascii_lowercase)
+        && !keyword_before(h, s, IBAN_CONTEXT, &[b"iban"], false)
+    {
+        return None;
+    }
+    let is_sep = |b: u8| Some(b) == sep;
     let mut compact = Vec::with_capacity(34);
     for (i, &b) in h[s..e].iter().enumerate() {
-        if b != b' ' {
-            compact.push(b);
+        if !is_sep(b) {
+            compact.push(b.to_ascii_uppercase());
             if compact.len() == want {
                 let end = s + i + 1;
-                // Must end on a group boundary (spaced) or at the candidate end (compact).
-                let boundary = end == e || at(h, end) == Some(b' ');
+                // Must end on a group boundary (separated) or at the candidate end (compact).
+                let boundary = end == e || at(h, end).is_some_and(is_sep);
                 if boundary && v::iban_valid(&compact) {
                     return Some((s, end));
                 }
@@ -635,11 +758,11 @@ fn iban(h: &[u8], s: usize, e: usize) -> Option<(usize, usize)> {
     // still counts ("MT75 … 2403 C++" ends before " C").
     let mut end = e;
     loop {
-        let kept = h[s..end].iter().filter(|&&b| b != b' ').count();
+        let kept = h[s..end].iter().filter(|&&b| !is_sep(b)).count();
         if v::iban_checksummed(&compact[..kept]) {
             return Some((s, end));
         }
-        end = s + h[s..end].iter().rposition(|&b| b == b' ')?;
+        end = s + h[s..end].iter().rposition(|&b| is_sep(b))?;
     }
 }
 
@@ -655,9 +778,20 @@ fn ipv6(h: &[u8], s: usize, e: usize) -> Option<(usize, usize)> {
     let glue =
         |b: Option<u8>| b.is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b':');
     // Glued to more address-like text on either side: part of something longer. A lone
-    // ':' next to the address (`ip:2001:db8::1`, `2001:db8::1: next`) is punctuation.
+    // ':' next to the address (`2001:db8::1: next`) is punctuation, and so is one after a
+    // label that is not hex digits (`ip:2001:db8::1`, `IPv6:…`, `addr:fe80::1`); after
+    // hex digits it joins a longer run (`1:2:3:4:5:6:7:8:9`, `00:1A:2B:3C:4D:5E`).
     let prev = before(h, s, 1);
-    let colon_before = prev == Some(b':') && !glue(before(h, s, 2));
+    let colon_before = prev == Some(b':') && {
+        let label = h[..s - 1]
+            .iter()
+            .rev()
+            .take_while(|b| b.is_ascii_alphanumeric() || **b == b'_')
+            .count();
+        let word = &h[s - 1 - label..s - 1];
+        before(h, s, label + 2) != Some(b':')
+            && (label == 0 || word.iter().any(|b| !b.is_ascii_hexdigit()))
+    };
     if glue(prev) && !colon_before {
         return None;
     }

@@ -42,6 +42,9 @@ impl Rng {
         let n = self.range(lo, hi);
         self.alnum(n)
     }
+    fn digits_in(&mut self, lo: usize, hi: usize) -> String {
+        self.chars_in(b"0123456789", lo, hi)
+    }
     fn digits(&mut self, n: usize) -> String {
         self.chars_of(b"0123456789", n)
     }
@@ -104,7 +107,16 @@ fn gen_pii(k: usize, rng: &mut Rng) -> (String, Vec<String>) {
     let one = |s: String| (s.clone(), vec![s]);
     match k {
         0 => one(gen_card(rng)),
-        1 => one(gen_iban(rng)),
+        1 => {
+            let iban = gen_iban(rng);
+            // A compact lowercase IBAN is only one after the word "IBAN".
+            if !iban.contains([' ', '-']) && rng.below(4) == 0 {
+                let lower = iban.to_ascii_lowercase();
+                (format!("IBAN: {lower}"), vec![lower])
+            } else {
+                one(iban)
+            }
+        }
         2 => {
             let local = if rng.below(2) == 0 {
                 rng.chars_in(b"abcdefghijklmnopqrstuvwxyz0123456789", 1, 12)
@@ -124,12 +136,19 @@ fn gen_pii(k: usize, rng: &mut Rng) -> (String, Vec<String>) {
             if area == 666 {
                 area = 665;
             }
-            let sep = *rng.pick(&["-", "-", " "]);
-            one(format!(
+            let sep = *rng.pick(&["-", "-", " ", "", "."]);
+            let ssn = format!(
                 "{area:03}{sep}{:02}{sep}{:04}",
                 rng.range(1, 99),
                 rng.range(1, 9999)
-            ))
+            );
+            if matches!(sep, "" | ".") {
+                // bare or dotted: after an SSN keyword
+                let kw = *rng.pick(&["SSN: ", "ssn ", "Social Security Number: ", "SSN #"]);
+                (format!("{kw}{ssn}"), vec![ssn])
+            } else {
+                one(ssn)
+            }
         }
         5 => one(format!(
             "{}.{}.{}.{}",
@@ -148,7 +167,9 @@ fn gen_pii(k: usize, rng: &mut Rng) -> (String, Vec<String>) {
             }
             let s = std::net::Ipv6Addr::from(seg).to_string();
             if s.bytes().any(|b| b.is_ascii_digit()) && s.contains(':') {
-                break one(s);
+                // glued to a label and a colon ("ip:2001:db8::1")
+                let label = *rng.pick(&["", "", "ip:", "IPv6:", "addr:"]);
+                break (format!("{label}{s}"), vec![s]);
             }
         },
         7 => one(format!("sk-proj-{}", rng.alnum_in(40, 100))),
@@ -230,6 +251,14 @@ fn gen_card(rng: &mut Rng) -> String {
         ("67", 12),
         ("0604", 12),
         ("50", 12),
+        ("38", 14),
+        ("62", 17),
+        ("62", 18),
+        ("2200", 16),
+        ("2204", 19),
+        ("81", 16),
+        ("82", 16),
+        ("508", 16),
     ]);
     let mut digits = prefix.to_string() + &rng.digits(len - prefix.len() - 1);
     for c in b'0'..=b'9' {
@@ -246,7 +275,11 @@ fn gen_card(rng: &mut Rng) -> String {
     let groups: &[usize] = match len {
         12 => &[4, 4, 4],
         15 => &[4, 6, 5],
-        13 => &[4, 4, 5],
+        13 if rng.below(2) == 0 => &[4, 4, 5],
+        13 => &[4, 4, 4, 1],
+        14 => &[4, 4, 4, 2],
+        17 => &[4, 4, 4, 4, 1],
+        18 => &[4, 4, 4, 4, 2],
         19 => &[4, 4, 4, 4, 3],
         _ => &[4, 4, 4, 4],
     };
@@ -301,12 +334,19 @@ fn gen_iban(rng: &mut Rng) -> String {
     if rng.below(2) == 0 {
         return compact;
     }
-    compact
+    // In groups of four: spaces, dashes, or spaces in lowercase.
+    let (sep, lower) = *rng.pick(&[(" ", false), (" ", false), ("-", false), (" ", true)]);
+    let grouped = compact
         .as_bytes()
         .chunks(4)
         .map(|c| std::str::from_utf8(c).unwrap_or_default())
         .collect::<Vec<_>>()
-        .join(" ")
+        .join(sep);
+    if lower {
+        grouped.to_ascii_lowercase()
+    } else {
+        grouped
+    }
 }
 
 /// A phone number as (text to insert, value that must not survive). Shapeless national
@@ -320,7 +360,7 @@ fn gen_phone(rng: &mut Rng) -> (String, String) {
     };
     let ex = rng.digits(3);
     let line = rng.digits(4);
-    let shaped = match rng.below(12) {
+    let shaped = match rng.below(20) {
         0 => format!("({area}) {ex}-{line}"),
         1 => format!("{area}-{ex}-{line}"),
         2 => format!("+1 {area} {ex} {line}"),
@@ -342,6 +382,39 @@ fn gen_phone(rng: &mut Rng) -> (String, String) {
         ),
         9 => format!("08-{} {} {}", rng.digits(3), rng.digits(2), rng.digits(2)),
         10 => format!("0{}/{}", rng.range(30, 99), rng.digits(7)),
+        // the 00 international prefix (Faker en_US "001-…", with an extension)
+        12 => format!("001-{area}-{ex}-{line}"),
+        13 => format!("001-{area}-{ex}-{line}x{}", rng.digits_in(1, 5)),
+        14 => format!(
+            "00{} {} {} {}",
+            rng.range(30, 49),
+            rng.digits(4),
+            rng.digits(3),
+            rng.digits(3)
+        ),
+        15 => format!("0044 7{} {}", rng.digits(3), rng.digits(6)),
+        16 => format!(
+            "(+{}) {} {} {}",
+            rng.range(30, 49),
+            rng.digits(2),
+            rng.digits(4),
+            rng.digits(4)
+        ),
+        // trunk-prefixed, 13-15 digits (AT)
+        17 => format!(
+            "(0{}) {} {}",
+            rng.digits(4),
+            rng.digits(5),
+            rng.digits_in(3, 5)
+        ),
+        // trunk 8 (RU)
+        18 => format!(
+            "8 ({}) {}-{}-{}",
+            rng.digits(3),
+            rng.digits(3),
+            rng.digits(2),
+            rng.digits(2)
+        ),
         _ => format!("(0{}) {}", rng.range(100, 999), rng.digits(6)),
     };
     if rng.below(4) != 0 {
@@ -357,8 +430,11 @@ fn gen_phone(rng: &mut Rng) -> (String, String) {
     ]);
     // The last group never all zeros: "12 000 000" reads as an amount, not a phone.
     let tail = format!("{}{}", rng.range(1, 9), rng.digits(2));
-    let value = match rng.below(3) {
+    let value = match rng.below(5) {
         0 => format!("{area}{}{}{line}", rng.range(2, 9), rng.digits(2)),
+        // other countries' bare numbers (CN mobile, IL), never ending in four zeros
+        3 => format!("1{}{}", rng.digits(9), rng.range(1, 9)),
+        4 => format!("0{}{}", rng.digits(7), rng.range(1, 9)),
         1 => format!("{} {} {tail}", rng.digits(3), rng.digits(3)),
         _ => format!(
             "{} {}-{tail}{}",
@@ -819,6 +895,10 @@ fn edge_texts_every_split() {
         "ssn 123 45 6789 2024 漢",
         "DE89 3704 0044 0532 0130 00 7",
         "AKIAIOSFODNN7EXAMPLE AKIAIOSFODNN7EXAMPLEX",
+        "Tel 001-541-872-1106 7 and 0044 7072 554917-1",
+        "SSN: 748538820 1 ssn 328.99.0359.1",
+        "ip:2001:db8::1 addr:fe80::1:",
+        "4417 7763 1706 9 1 and de63-0256-7796-3778-4925-97",
     ];
     let mut matchers: Vec<&Matcher> = tight_matchers().iter().collect();
     matchers.push(stream_matcher());

@@ -53,8 +53,12 @@ pub(crate) fn plausible_iin(d: &[u8]) -> bool {
         Some(b'5') => {
             ((51..=55).contains(&p2) && n == 16) || (matches!(p2, 50 | 56..=58) && n >= 12)
         }
-        // Mastercard 2-series, JCB 2131
-        Some(b'2') => ((2221..=2720).contains(&p4) && n == 16) || (p4 == 2131 && n == 15),
+        // Mastercard 2-series, JCB 2131, Mir 2200-2204 (16-19)
+        Some(b'2') => {
+            ((2221..=2720).contains(&p4) && n == 16)
+                || (p4 == 2131 && n == 15)
+                || ((2200..=2204).contains(&p4) && (16..=19).contains(&n))
+        }
         Some(b'3') => {
             // Amex 34/37 (15), Diners 300-305/36/38/39 (14-19), JCB 35xx (16-19; 3528-3589
             // is assigned, the rest of the 35 range is JCB's and used by test generators)
@@ -65,6 +69,8 @@ pub(crate) fn plausible_iin(d: &[u8]) -> bool {
         }
         // Discover, UnionPay, Maestro, RuPay, Troy ...: the 6-series is all issuer space.
         Some(b'6') => (16..=19).contains(&n) || (matches!(p2, 63 | 67) && n >= 12),
+        // RuPay 81, 82 (RuPay 60, 65 and 508 are in the 6- and 5-series above)
+        Some(b'8') => matches!(p2, 81 | 82) && n == 16,
         _ => false,
     }
 }
