@@ -736,6 +736,25 @@ fn raw_opts(addr: std::net::SocketAddr) -> Options {
     }
 }
 
+/// Starts a Jimini in front of a `raw_upstream` answering `response` and sends it one chat
+/// request (streamed or not); returns the Jimini (keep it alive while reading) and the response.
+fn chat_via_raw_upstream(
+    response: String,
+    pieces: usize,
+    stream: bool,
+    tweak: impl FnOnce(&mut Options),
+) -> (Jimini, reqwest::blocking::Response) {
+    let mut opts = raw_opts(raw_upstream(response.into_bytes(), pieces));
+    tweak(&mut opts);
+    let j = Jimini::start(opts);
+    let resp = Jimini::client()
+        .post(j.url("/v1/chat/completions"))
+        .json(&chat_body("hello", stream))
+        .send()
+        .unwrap();
+    (j, resp)
+}
+
 fn sse_body(deltas: &[&str]) -> String {
     let mut body = String::new();
     for d in deltas {
@@ -758,12 +777,7 @@ fn undecodable_response_encoding_is_refused_not_passed_through() {
         "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-encoding: deflate\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()
     );
-    let j = Jimini::start(raw_opts(raw_upstream(response.into_bytes(), 1)));
-    let resp = Jimini::client()
-        .post(j.url("/v1/chat/completions"))
-        .json(&chat_body("hello", true))
-        .send()
-        .unwrap();
+    let (_j, resp) = chat_via_raw_upstream(response, 1, true, |_| {});
     assert_eq!(resp.status(), 502);
     assert!(resp.headers().get("content-encoding").is_none());
     let text = resp.text().unwrap();
@@ -788,12 +802,7 @@ fn stream_without_an_sse_content_type_is_still_scanned() {
             "HTTP/1.1 200 OK\r\n{content_type}content-length: {}\r\nconnection: close\r\n\r\n{body}",
             body.len()
         );
-        let j = Jimini::start(raw_opts(raw_upstream(response.into_bytes(), 3)));
-        let resp = Jimini::client()
-            .post(j.url("/v1/chat/completions"))
-            .json(&chat_body("hello", true))
-            .send()
-            .unwrap();
+        let (_j, resp) = chat_via_raw_upstream(response, 3, true, |_| {});
         assert_eq!(resp.status(), 200);
         let text = resp.text().unwrap();
         assert!(
@@ -819,12 +828,7 @@ fn stream_cut_mid_event_leaks_no_part_of_a_held_value() {
     let response = format!(
         "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n{first}{cut}"
     );
-    let j = Jimini::start(raw_opts(raw_upstream(response.into_bytes(), 2)));
-    let resp = Jimini::client()
-        .post(j.url("/v1/chat/completions"))
-        .json(&chat_body("hello", true))
-        .send()
-        .unwrap();
+    let (_j, resp) = chat_via_raw_upstream(response, 2, true, |_| {});
     assert_eq!(resp.status(), 200);
     let text = resp.text().unwrap();
     assert!(!text.contains(a) && !text.contains(b), "{text}");
@@ -845,14 +849,9 @@ fn oversized_json_response_forwards_nothing_unscanned() {
         "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()
     );
-    let mut opts = raw_opts(raw_upstream(response.into_bytes(), 40));
-    opts.extra_yaml += "body:\n  max_response_bytes: 65536\n";
-    let j = Jimini::start(opts);
-    let resp = Jimini::client()
-        .post(j.url("/v1/chat/completions"))
-        .json(&chat_body("hello", false))
-        .send()
-        .unwrap();
+    let (_j, resp) = chat_via_raw_upstream(response, 40, false, |o| {
+        o.extra_yaml += "body:\n  max_response_bytes: 65536\n"
+    });
     let text = resp.text().unwrap();
     assert!(
         !text.contains(&email) && !text.contains("aaaa"),
