@@ -777,13 +777,18 @@ fn undecodable_response_encoding_is_refused_not_passed_through() {
         "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-encoding: deflate\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()
     );
-    let (_j, resp) = chat_via_raw_upstream(response, 1, true, |_| {});
+    let (_j, resp) = chat_via_raw_upstream(response.clone(), 1, true, |_| {});
     assert_eq!(resp.status(), 502);
     assert!(resp.headers().get("content-encoding").is_none());
     let text = resp.text().unwrap();
     assert!(!text.contains(&email), "{text}");
     let err: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(err["error"]["code"], "uninspectable_upstream_response");
+    // Shadow mode enforces nothing: the same answer passes byte for byte.
+    let (_j, resp) = chat_via_raw_upstream(response, 1, true, |o| o.rules_mode = "shadow");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-encoding"], "deflate");
+    assert_eq!(resp.text().unwrap(), body);
 }
 
 /// A stream served without `text/event-stream` is still a stream to the SDK that asked for

@@ -103,6 +103,8 @@ fn choose_mode(resp: &mut ResponseHeader, ctx: &mut RequestCtx) {
             // it cannot decode, so the body cannot be read.
             ctx.unscanned = true;
             match ctx.snap.config.body.on_unparseable {
+                // Shadow mode changes no byte of the traffic: recorded as unscanned only.
+                _ if ctx.observe_only => ResponseMode::Passthrough,
                 FailMode::Open => {
                     tracing::warn!(
                         "upstream used an encoding Jimini cannot decode; response not scanned"
