@@ -777,7 +777,19 @@ fn undecodable_response_encoding_is_refused_not_passed_through() {
         "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-encoding: deflate\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()
     );
-    let (_j, resp) = chat_via_raw_upstream(response.clone(), 1, true, |_| {});
+    // A breaker that opens on the first failure: a refusal is policy, not a failure, so the
+    // second request still reaches the upstream (not `503 upstream_circuit_open`).
+    let (j, _) = chat_via_raw_upstream(response.clone(), 1, true, |o| {
+        let ups = o.upstreams_yaml.take().unwrap();
+        o.upstreams_yaml = Some(
+            ups + "    breaker: { consecutive_failures: 1, cooldown_ms: 60000, max_cooldown_ms: 60000 }\n",
+        )
+    });
+    let resp = Jimini::client()
+        .post(j.url("/v1/chat/completions"))
+        .json(&chat_body("hello", true))
+        .send()
+        .unwrap();
     assert_eq!(resp.status(), 502);
     assert!(resp.headers().get("content-encoding").is_none());
     let text = resp.text().unwrap();

@@ -609,7 +609,12 @@ impl State {
             Some(t) if t.starts_with("response.") => self.on_responses(t, &mut v, f)?,
             Some(t) => self.on_anthropic(t, &mut v, f, eol_static(ev.eol()))?,
             None if v.get("choices").is_some() => self.on_choices(&mut v, f)?,
-            _ => Outcome::default(),
+            // An error event (`{"error": {...}}`; Anthropic's `"type": "error"`): its message
+            // may quote the request.
+            _ => Outcome {
+                changed: walk_whole(f, v.get_mut("error"), |w, e| w.field(e, "message"))?,
+                ..Outcome::default()
+            },
         };
         self.begin(out);
         out.extend_from_slice(&outcome.pre);
@@ -2222,6 +2227,45 @@ mod tests {
                 })
                 .collect();
             assert_eq!(deltas, "think [X] more", "cut {cut}");
+        }
+    }
+
+    #[test]
+    fn last_event_without_its_blank_line_still_flushes_held_text() {
+        let mut input = chat_chunk(
+            r#"{"index":0,"delta":{"content":"abc"},"finish_reason":null}"#,
+            "null",
+        );
+        input += &chat_chunk(
+            r#"{"index":0,"delta":{"content":"def"},"finish_reason":null}"#,
+            "null",
+        );
+        input.pop(); // "…}\n": the line ends, the event's blank line is missing
+                     // Held text is flushed in events of its own after it, properly terminated.
+        let out = run(
+            Endpoint::ChatCompletions,
+            input.as_bytes(),
+            &mut Hold::default(),
+        );
+        assert_eq!(concat(&out, chat_content), "abcdef");
+        assert!(out.ends_with(b"\n\n"), "{}", String::from_utf8_lossy(&out));
+        // Nothing held: forwarded byte for byte, as the upstream framed it.
+        let out = run(Endpoint::ChatCompletions, input.as_bytes(), &mut Identity);
+        assert_eq!(out, input.as_bytes());
+    }
+
+    #[test]
+    fn error_event_messages_are_scanned() {
+        for data in [
+            r#"{"error":{"message":"bad input: SECRET","type":"invalid_request_error"}}"#,
+            r#"{"type":"error","error":{"type":"overloaded_error","message":"SECRET"}}"#,
+        ] {
+            let input = format!("event: error\ndata: {data}\n\n");
+            for ep in [Endpoint::ChatCompletions, Endpoint::AnthropicMessages] {
+                let out = run(ep, input.as_bytes(), &mut Redact::default());
+                let text = String::from_utf8(out).unwrap();
+                assert!(!text.contains(WORD) && text.contains("[X]"), "{text}");
+            }
         }
     }
 

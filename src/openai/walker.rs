@@ -425,6 +425,11 @@ impl<'f> Walk<'f> {
             }
             Endpoint::Embeddings | Endpoint::Models | Endpoint::Other => {}
         }
+        // An error object (OpenAI `{"error": {...}}`, Anthropic `{"type": "error", "error":
+        // {...}}`): its message may quote the request.
+        if let Some(err) = root.get_mut("error") {
+            self.field(err, "message");
+        }
     }
 }
 
@@ -453,6 +458,32 @@ mod tests {
         rewrite_response(ep, &raw, &mut f)
             .unwrap()
             .map(|b| serde_json::from_slice(&b).unwrap())
+    }
+
+    #[test]
+    fn error_bodies_have_their_message_scanned() {
+        for ep in [
+            Endpoint::ChatCompletions,
+            Endpoint::Responses,
+            Endpoint::AnthropicMessages,
+        ] {
+            assert_eq!(
+                resp(
+                    ep,
+                    json!({"error":{"message":"bad: SECRET","type":"x","code":"SECRET"}})
+                ),
+                Some(json!({"error":{"message":"bad: [X]","type":"x","code":"SECRET"}})),
+                "{ep:?}"
+            );
+            assert_eq!(
+                resp(
+                    ep,
+                    json!({"type":"error","error":{"type":"x","message":"SECRET"}})
+                ),
+                Some(json!({"type":"error","error":{"type":"x","message":"[X]"}})),
+                "{ep:?}"
+            );
+        }
     }
 
     #[test]

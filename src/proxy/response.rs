@@ -40,7 +40,7 @@ impl StreamFilter for StreamAdapter<'_> {
 }
 
 pub fn on_headers(
-    _app: &App,
+    app: &App,
     session: &mut Session,
     resp: &mut ResponseHeader,
     ctx: &mut RequestCtx,
@@ -50,6 +50,12 @@ pub fn on_headers(
     }
     let _entered = ctx.span.clone().entered();
     ctx.timed(|ctx| choose_mode(resp, ctx));
+    if matches!(ctx.response_mode, ResponseMode::Refused(_)) {
+        // The upstream did answer: refusing what cannot be inspected is this proxy's policy,
+        // not a sign of the upstream's health (as a 5xx it opened the breaker for everyone).
+        super::peer::record_outcome(app, ctx, ctx.status, None);
+        ctx.status = 502;
+    }
     if session.req_header().version < http::Version::HTTP_11 {
         // HTTP/1.0 has no chunked coding (RFC 9112 §6.1): a body of unknown length (rewritten
         // here, or close-delimited upstream, which pingora turned chunked) ends with the
@@ -115,7 +121,7 @@ fn choose_mode(resp: &mut ResponseHeader, ctx: &mut RequestCtx) {
                     tracing::warn!(
                         "upstream used an encoding Jimini cannot decode; response refused"
                     );
-                    refuse_head(resp, ctx);
+                    refuse_head(resp);
                     ResponseMode::Refused(Some(Bytes::from(errors::body(
                         "The upstream response uses a Content-Encoding this proxy cannot inspect.",
                         errors::UPSTREAM,
@@ -126,11 +132,8 @@ fn choose_mode(resp: &mut ResponseHeader, ctx: &mut RequestCtx) {
         } else if content_type.starts_with("text/event-stream") {
             ResponseMode::Sse(Box::new(SseRewriter::new(ctx.endpoint)))
         } else if content_type.starts_with("application/json") {
-            if success {
-                ResponseMode::Json(BytesMut::new())
-            } else {
-                ResponseMode::Passthrough
-            }
+            // Error bodies too: their message may quote the request.
+            ResponseMode::Json(BytesMut::new())
         } else if success {
             // No or another content type on a success: what the client asked for decides how
             // it is read (an SDK parses the body by that, not by the header), so a stream in
@@ -154,9 +157,8 @@ fn choose_mode(resp: &mut ResponseHeader, ctx: &mut RequestCtx) {
 
 /// Turns the upstream's head into the head of a 502 JSON error (the body follows from
 /// [`ResponseMode::Refused`]).
-fn refuse_head(resp: &mut ResponseHeader, ctx: &mut RequestCtx) {
+fn refuse_head(resp: &mut ResponseHeader) {
     let _ = resp.set_status(502);
-    ctx.status = 502;
     for h in ["content-encoding", "content-length", "content-type", "etag"] {
         resp.remove_header(h);
     }
