@@ -1117,10 +1117,10 @@ impl SseRewriter {
         }
         if stop.is_none() {
             match self.state.flush(f, |_| true) {
-                Ok(pre) if !pre.is_empty() => {
-                    self.state.begin(&mut out);
-                    out.extend_from_slice(&pre);
-                }
+                // Text still held at EOF belongs to a field the upstream never ended (no
+                // `finish_reason`, `[DONE]`, `…done` or block stop): the stream was cut between
+                // events, and held text is what could still be the start of a value.
+                Ok(pre) if !pre.is_empty() => stop = Some(Stop::Cut(StreamCut::Interrupted)),
                 Ok(_) => {}
                 Err(why) => stop = Some(why),
             }
@@ -2164,6 +2164,10 @@ mod tests {
         assert_eq!(v["error"]["code"], "stream_event_too_large");
     }
 
+    /// A stream that ends (EOF between events, or after an event that lacks its blank line)
+    /// before the upstream ended its fields: text still held back is dropped — it is what could
+    /// still grow into a value — and an error event says the answer is incomplete. The event
+    /// itself is terminated before that error event, so clients dispatch it.
     #[test]
     fn truncated_stream_is_terminated_before_flush() {
         let mut input = chat_chunk(
@@ -2180,9 +2184,11 @@ mod tests {
             input.as_bytes(),
             &mut Hold::default(),
         );
-        assert_eq!(concat(&out, chat_content), "abcdef");
+        assert_eq!(concat(&out, chat_content), "");
         let evs = events(&out);
         assert_eq!(evs.len(), 3);
+        let last = evs.last().and_then(|(_, v)| v.as_ref().ok()).unwrap();
+        assert_eq!(last["error"]["code"], "upstream_stream_interrupted");
         // With nothing held, a truncated stream is forwarded byte for byte.
         let out = run(Endpoint::ChatCompletions, input.as_bytes(), &mut Identity);
         assert_eq!(out, input.as_bytes());
@@ -2231,7 +2237,7 @@ mod tests {
     }
 
     #[test]
-    fn last_event_without_its_blank_line_still_flushes_held_text() {
+    fn last_event_without_its_blank_line_and_no_end_of_fields() {
         let mut input = chat_chunk(
             r#"{"index":0,"delta":{"content":"abc"},"finish_reason":null}"#,
             "null",
@@ -2241,14 +2247,16 @@ mod tests {
             "null",
         );
         input.pop(); // "…}\n": the line ends, the event's blank line is missing
-                     // Held text is flushed in events of its own after it, properly terminated.
+                     // Held text is dropped (the fields never ended); the error event is terminated.
         let out = run(
             Endpoint::ChatCompletions,
             input.as_bytes(),
             &mut Hold::default(),
         );
-        assert_eq!(concat(&out, chat_content), "abcdef");
+        assert_eq!(concat(&out, chat_content), "");
         assert!(out.ends_with(b"\n\n"), "{}", String::from_utf8_lossy(&out));
+        let text = String::from_utf8_lossy(&out);
+        assert!(text.contains("upstream_stream_interrupted"), "{text}");
         // Nothing held: forwarded byte for byte, as the upstream framed it.
         let out = run(Endpoint::ChatCompletions, input.as_bytes(), &mut Identity);
         assert_eq!(out, input.as_bytes());
