@@ -2170,28 +2170,34 @@ mod tests {
     /// itself is terminated before that error event, so clients dispatch it.
     #[test]
     fn truncated_stream_is_terminated_before_flush() {
-        let mut input = chat_chunk(
+        let mut complete = chat_chunk(
             r#"{"index":0,"delta":{"content":"abc"},"finish_reason":null}"#,
             "null",
         );
-        input += &chat_chunk(
+        complete += &chat_chunk(
             r#"{"index":0,"delta":{"content":"def"},"finish_reason":null}"#,
             "null",
         );
-        let input = input.trim_end().to_string(); // no blank line after the last event
-        let out = run(
-            Endpoint::ChatCompletions,
-            input.as_bytes(),
-            &mut Hold::default(),
-        );
-        assert_eq!(concat(&out, chat_content), "");
-        let evs = events(&out);
-        assert_eq!(evs.len(), 3);
-        let last = evs.last().and_then(|(_, v)| v.as_ref().ok()).unwrap();
-        assert_eq!(last["error"]["code"], "upstream_stream_interrupted");
-        // With nothing held, a truncated stream is forwarded byte for byte.
-        let out = run(Endpoint::ChatCompletions, input.as_bytes(), &mut Identity);
-        assert_eq!(out, input.as_bytes());
+        // EOF right after the last event, after its line without the blank line, and with
+        // neither newline.
+        for cut in [0, 1, 2] {
+            let input = &complete[..complete.len() - cut];
+            let out = run(
+                Endpoint::ChatCompletions,
+                input.as_bytes(),
+                &mut Hold::default(),
+            );
+            let text = String::from_utf8_lossy(&out);
+            assert_eq!(concat(&out, chat_content), "", "cut {cut}: {text}");
+            assert!(out.ends_with(b"\n\n"), "cut {cut}: {text}");
+            let evs = events(&out);
+            assert_eq!(evs.len(), 3, "cut {cut}: {text}");
+            let last = evs.last().and_then(|(_, v)| v.as_ref().ok()).unwrap();
+            assert_eq!(last["error"]["code"], "upstream_stream_interrupted");
+            // With nothing held, a truncated stream is forwarded byte for byte.
+            let out = run(Endpoint::ChatCompletions, input.as_bytes(), &mut Identity);
+            assert_eq!(out, input.as_bytes(), "cut {cut}");
+        }
     }
 
     /// Reasoning streamed as `reasoning_text` (open-weight models behind a Responses API) is
@@ -2234,32 +2240,6 @@ mod tests {
                 .collect();
             assert_eq!(deltas, "think [X] more", "cut {cut}");
         }
-    }
-
-    #[test]
-    fn last_event_without_its_blank_line_and_no_end_of_fields() {
-        let mut input = chat_chunk(
-            r#"{"index":0,"delta":{"content":"abc"},"finish_reason":null}"#,
-            "null",
-        );
-        input += &chat_chunk(
-            r#"{"index":0,"delta":{"content":"def"},"finish_reason":null}"#,
-            "null",
-        );
-        input.pop(); // "…}\n": the line ends, the event's blank line is missing
-                     // Held text is dropped (the fields never ended); the error event is terminated.
-        let out = run(
-            Endpoint::ChatCompletions,
-            input.as_bytes(),
-            &mut Hold::default(),
-        );
-        assert_eq!(concat(&out, chat_content), "");
-        assert!(out.ends_with(b"\n\n"), "{}", String::from_utf8_lossy(&out));
-        let text = String::from_utf8_lossy(&out);
-        assert!(text.contains("upstream_stream_interrupted"), "{text}");
-        // Nothing held: forwarded byte for byte, as the upstream framed it.
-        let out = run(Endpoint::ChatCompletions, input.as_bytes(), &mut Identity);
-        assert_eq!(out, input.as_bytes());
     }
 
     #[test]
