@@ -12,6 +12,7 @@ pub mod config;
 mod json_text;
 pub mod mock;
 pub mod openai;
+mod percent;
 pub mod proxy;
 pub mod proxy_admin;
 pub mod rules;

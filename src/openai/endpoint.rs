@@ -32,31 +32,6 @@ const MODEL_VERBS: &[&str] = &[
     ":predict",
 ];
 
-/// `%XX` decoded (invalid escapes kept as they are; invalid UTF-8 replaced).
-fn percent_decode(path: &str) -> String {
-    let b = path.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let hex = |c: u8| (c as char).to_digit(16);
-        match (
-            b[i],
-            b.get(i + 1).copied().and_then(hex),
-            b.get(i + 2).copied().and_then(hex),
-        ) {
-            (b'%', Some(hi), Some(lo)) => {
-                out.push((hi * 16 + lo) as u8);
-                i += 3;
-            }
-            (c, _, _) => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 impl Endpoint {
     /// Classifies `path` by its trailing segments. The query string and fragment are ignored, as are
     /// empty segments (`//`, trailing `/`), so any prefix works.
@@ -70,7 +45,7 @@ impl Endpoint {
             None => path,
         };
         if path.contains('%') || path.split('/').any(|s| s == "." || s == "..") {
-            let decoded = percent_decode(path);
+            let decoded = String::from_utf8_lossy(&crate::percent::decode(path).0).into_owned();
             let mut segs: Vec<&str> = Vec::new();
             for seg in decoded.split('/') {
                 match seg {

@@ -162,20 +162,8 @@ impl std::fmt::Debug for OtlpHeaders {
 
 /// `%XX` escapes to bytes; `None` on a malformed escape or a result that is not UTF-8.
 fn percent_decode(s: &str) -> Option<String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
+    let (bytes, all_valid) = crate::percent::decode(s);
+    all_valid.then(|| String::from_utf8(bytes).ok()).flatten()
 }
 
 fn non_empty(v: Option<String>) -> Option<String> {
