@@ -213,6 +213,23 @@ pub enum StreamCut {
     TimedOut,
 }
 
+impl StreamCut {
+    /// The SSE error event that ends the client's stream.
+    pub fn error_event(self, ep: Endpoint) -> Vec<u8> {
+        let (message, code) = match self {
+            StreamCut::Interrupted => (
+                "The upstream connection ended before the response was complete.",
+                errors::CODE_STREAM_INTERRUPTED,
+            ),
+            StreamCut::TimedOut => (
+                "The response exceeded the configured total time limit.",
+                errors::CODE_UPSTREAM_TIMEOUT,
+            ),
+        };
+        errors::sse_event_for(ep, message, errors::UPSTREAM, Some(code))
+    }
+}
+
 type Flow<T> = Result<T, Stop>;
 
 fn check(f: &dyn StreamFilter) -> Flow<()> {
@@ -982,18 +999,7 @@ impl State {
                 errors::UPSTREAM,
                 Some(errors::CODE_STREAM_EVENT_TOO_LARGE),
             ),
-            Stop::Cut(StreamCut::Interrupted) => errors::sse_event_for(
-                self.ep,
-                "The upstream connection ended before the response was complete.",
-                errors::UPSTREAM,
-                Some(errors::CODE_STREAM_INTERRUPTED),
-            ),
-            Stop::Cut(StreamCut::TimedOut) => errors::sse_event_for(
-                self.ep,
-                "The response exceeded the configured total time limit.",
-                errors::UPSTREAM,
-                Some(errors::CODE_UPSTREAM_TIMEOUT),
-            ),
+            Stop::Cut(why) => why.error_event(self.ep),
         };
         out.extend_from_slice(&ev);
         self.stopped = true;

@@ -108,12 +108,7 @@ fn stream_cut_tail(_app: &App, ctx: &mut RequestCtx, e: &Error) -> Vec<u8> {
                     let mut filter = super::response::StreamAdapter { ev };
                     out.extend_from_slice(&rw.abort(StreamCut::Interrupted, &mut filter));
                 }
-                None => out.extend_from_slice(&errors::sse_event_for(
-                    ctx.endpoint,
-                    "The upstream connection ended before the response was complete.",
-                    errors::UPSTREAM,
-                    Some(errors::CODE_STREAM_INTERRUPTED),
-                )),
+                None => out.extend_from_slice(&StreamCut::Interrupted.error_event(ctx.endpoint)),
             }
         }
         ctx.stream_stopped = true;

@@ -216,12 +216,7 @@ fn total_timeout(body: &mut Option<Bytes>, ctx: &mut RequestCtx) -> Result<()> {
         if !rw.stopped() && !ctx.stream_stopped {
             let out = match ctx.evaluator.as_mut() {
                 Some(ev) => rw.abort(StreamCut::TimedOut, &mut StreamAdapter { ev }),
-                None => errors::sse_event_for(
-                    ctx.endpoint,
-                    "The response exceeded the configured total time limit.",
-                    errors::UPSTREAM,
-                    Some(errors::CODE_UPSTREAM_TIMEOUT),
-                ),
+                None => StreamCut::TimedOut.error_event(ctx.endpoint),
             };
             ctx.stream_stopped = true;
             *body = Some(Bytes::from(out));
