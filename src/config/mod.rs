@@ -258,6 +258,14 @@ impl Config {
     fn validate(&self) -> Result<(), (String, String)> {
         validate_addr(&self.listen).map_err(|m| ("listen".to_string(), m))?;
         validate_addr(&self.admin.listen).map_err(|m| ("admin.listen".to_string(), m))?;
+        if addrs_overlap(&self.listen, &self.admin.listen) {
+            // The admin listener binds first; pingora would retry the proxy's bind in vain for
+            // half a minute while the admin API answered proxy traffic with 404s.
+            return Err((
+                "admin.listen".into(),
+                format!("`{}` is also the proxy's `listen` port", self.admin.listen),
+            ));
+        }
         if self.upstreams.is_empty() {
             return Err((
                 "upstreams".into(),
@@ -323,6 +331,22 @@ impl Config {
         let mut v = serde_json::to_value(self).unwrap_or(serde_json::Value::Null);
         mask_secrets(&mut v);
         v
+    }
+}
+
+/// Whether two listeners would fight over one port: same non-zero port, and the same address
+/// or a wildcard on either side.
+fn addrs_overlap(a: &str, b: &str) -> bool {
+    match (
+        a.parse::<std::net::SocketAddr>(),
+        b.parse::<std::net::SocketAddr>(),
+    ) {
+        (Ok(a), Ok(b)) => {
+            a.port() != 0
+                && a.port() == b.port()
+                && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+        }
+        _ => false,
     }
 }
 

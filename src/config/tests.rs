@@ -76,6 +76,32 @@ fn invalid_listen_address_names_the_key() {
 }
 
 #[test]
+fn admin_on_the_proxy_port_is_an_error() {
+    for (listen, admin) in [
+        ("127.0.0.1:8080", "127.0.0.1:8080"),
+        ("0.0.0.0:8080", "127.0.0.1:8080"),
+        ("127.0.0.1:8080", "0.0.0.0:8080"),
+    ] {
+        let text = format!("listen: {listen}\nadmin:\n  listen: {admin}\n{MINIMAL}");
+        let err = Config::parse_with_env(&text, "c.yaml", &no_env)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("admin.listen"), "{listen} / {admin}: {err}");
+    }
+    for (listen, admin) in [
+        ("127.0.0.1:8080", "127.0.0.1:9901"),
+        ("127.0.0.1:8080", "127.0.0.2:8080"),
+        ("127.0.0.1:0", "127.0.0.1:0"),
+    ] {
+        let text = format!("listen: {listen}\nadmin:\n  listen: {admin}\n{MINIMAL}");
+        assert!(
+            Config::parse_with_env(&text, "c.yaml", &no_env).is_ok(),
+            "{listen} / {admin}"
+        );
+    }
+}
+
+#[test]
 fn missing_upstreams_is_an_error() {
     let err = Config::parse_with_env("listen: 127.0.0.1:1\n", "c.yaml", &no_env)
         .unwrap_err()

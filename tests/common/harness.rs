@@ -12,10 +12,26 @@ use std::time::{Duration, Instant};
 use jimini::mock::{MockConfig, MockServer};
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind an ephemeral port")
+    let [port] = free_ports::<1>();
+    port
+}
+
+/// `N` distinct loopback ports, free when picked. All are held bound until every one is picked:
+/// a port released and then asked for again can come back (`bind(…:0)` starts its search at a
+/// random port each time), and a jimini given one port for both its proxy and its admin listener
+/// serves the admin API where the proxy should be (pingora retries the port its own admin
+/// listener holds, and the proxy port looks ready since that process does listen on it), so a
+/// client talking to "the proxy" gets the admin API's 404s.
+pub fn free_ports<const N: usize>() -> [u16; N] {
+    let held: Vec<TcpListener> = (0..N)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port"))
+        .collect();
+    std::array::from_fn(|i| {
+        held[i]
+            .local_addr()
+            .map(|a| a.port())
+            .expect("bound address")
+    })
 }
 
 /// A loopback port that refuses connections for as long as this lives: a TCP socket bound to
@@ -137,6 +153,11 @@ fn wait_ready(
     let text = || logs.lock().unwrap().join("\n");
     let deadline = Instant::now() + Duration::from_secs(30);
     let pid = child.id();
+    // "Ours" below only tells which listener it is when the two ports differ.
+    assert_ne!(
+        proxy_port, admin_port,
+        "proxy and admin need their own ports"
+    );
     loop {
         // Ours, not merely open: a port picked by `free_port` may be held by a parallel test's
         // server, which would accept the probe while this jimini fails to bind (and exits).
@@ -294,8 +315,7 @@ impl Jimini {
         let mut attempt = 0;
         let (child, logs, proxy_port, admin_port, config_path) = loop {
             attempt += 1;
-            let proxy_port = free_port();
-            let admin_port = free_port();
+            let [proxy_port, admin_port] = free_ports::<2>();
             let config_path = write_config(
                 &opts,
                 &mock,

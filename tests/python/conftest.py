@@ -14,10 +14,18 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 BIN = os.environ.get("JIMINI_BIN", str(ROOT / "target" / "debug" / "jimini"))
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def free_ports(n: int) -> list[int]:
+    """n distinct loopback ports: all held bound until every one is picked (a released port can
+    come back from the next bind to port 0, and one port given to both the proxy and the admin
+    listener puts the admin API where the proxy should be)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 def wait_port(port: int, proc: subprocess.Popen, timeout: float = 30.0) -> None:
@@ -36,9 +44,7 @@ def wait_port(port: int, proc: subprocess.Popen, timeout: float = 30.0) -> None:
 class Stack:
     def __init__(self, rules: dict | None = None, chunk_chars: int = 4, extra: str = ""):
         self.tmp = tempfile.mkdtemp(prefix="jimini-py-")
-        self.mock_port = free_port()
-        self.proxy_port = free_port()
-        self.admin_port = free_port()
+        self.mock_port, self.proxy_port, self.admin_port = free_ports(3)
         self.mock = subprocess.Popen(
             [BIN, "mock-upstream", "--listen", f"127.0.0.1:{self.mock_port}",
              "--chunk-chars", str(chunk_chars)],
