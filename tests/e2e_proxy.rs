@@ -981,3 +981,123 @@ fn http10_client_gets_a_close_delimited_rewritten_body() {
         "mail [REDACTED:EMAIL]"
     );
 }
+
+/// The data of an SSE body's events that are not JSON (`[DONE]` excluded), in order.
+fn sse_plain_datas(body: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for event in body.split("\n\n") {
+        let lines: Vec<&str> = event
+            .lines()
+            .filter_map(|l| l.strip_prefix("data:"))
+            .map(|v| v.strip_prefix(' ').unwrap_or(v))
+            .collect();
+        if lines.is_empty() {
+            continue;
+        }
+        let data = lines.join("\n");
+        if data != "[DONE]" && serde_json::from_str::<Value>(&data).is_err() {
+            out.push(data);
+        }
+    }
+    out
+}
+
+fn sse_response(body: &str) -> String {
+    format!("HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n{body}")
+}
+
+/// After `data: [DONE]` the stream is over: whatever an upstream sends after it (a chat chunk,
+/// JSON of any shape, plain text, a comment, a cut event) never reaches the client, scanned or
+/// not, and the client's stream ends cleanly at `[DONE]`.
+#[test]
+fn nothing_after_done_reaches_the_client() {
+    let email = random_email();
+    let head = sse_body(&["hello ", "world"]) + "data: [DONE]\n\n";
+    let tail = sse_body(&[&format!("late {email}")])
+        + &format!("data: {}\n\n", json!({"leak": email}))
+        + &format!("data: plain {email}\n\n: {email}\n\n")
+        + &format!(r#"data: {{"choices":[{{"delta":{{"content":"{email}"#);
+    for pieces in [1, 4] {
+        let (_j, resp) =
+            chat_via_raw_upstream(sse_response(&(head.clone() + &tail)), pieces, true, |_| {});
+        assert_eq!(resp.status(), 200);
+        let text = resp.text().unwrap();
+        assert!(!text.contains(&email), "{text}");
+        // The scanner's hold-back may move text between chunks; the events are the head's.
+        assert_eq!(
+            sse_chat_text(&text),
+            "hello world",
+            "pieces {pieces}: {text}"
+        );
+        assert!(
+            text.ends_with("\n\ndata: [DONE]\n\n"),
+            "pieces {pieces}: {text}"
+        );
+        assert_eq!(
+            text.matches("data: ").count(),
+            sse_chunks(&text).len() + 1,
+            "{text}"
+        );
+        assert!(
+            !text.lines().any(|l| l.starts_with(':')),
+            "no comment: {text}"
+        );
+        assert!(!text.contains("error"), "{text}");
+    }
+}
+
+/// SSE comment lines are scanned like any text; keep-alive comments pass byte for byte.
+#[test]
+fn sse_comments_are_scanned_and_keepalives_pass() {
+    let email = random_email();
+    let body = format!(
+        ": ping\n\n{}: contact {email}\n\n: keep-alive\n\ndata: [DONE]\n\n",
+        sse_body(&["hi"])
+    );
+    let (_j, resp) = chat_via_raw_upstream(sse_response(&body), 3, true, |_| {});
+    assert_eq!(resp.status(), 200);
+    let text = resp.text().unwrap();
+    assert!(!text.contains(&email), "{text}");
+    let comments: Vec<&str> = text.lines().filter(|l| l.starts_with(':')).collect();
+    assert_eq!(
+        comments,
+        [": ping", ": contact [REDACTED:EMAIL]", ": keep-alive"],
+        "{text}"
+    );
+    assert!(text.starts_with(": ping\n\n"), "{text}");
+    assert!(text.contains("\n\n: keep-alive\n\n"), "{text}");
+    assert_eq!(sse_chat_text(&text), "hi");
+}
+
+/// Consecutive plain-text `data:` events are one held-back text: an address or a card number
+/// split across events is still redacted, and the client's text equals the redaction of the
+/// whole text — with `[DONE]` or without (the end of the response flushes).
+#[test]
+fn plain_text_events_are_redacted_across_event_boundaries() {
+    let email = random_email();
+    let (a, b) = email.split_at(email.len() / 2);
+    let mut rng = rand::rng();
+    let card = luhn_card(&mut rng);
+    let (c, d) = card.split_at(7);
+    let datas = [
+        "mail ".to_string(),
+        a.to_string(),
+        format!("{b} or pay {c}"),
+        format!("{d} now"),
+    ];
+    let expected = "mail [REDACTED:EMAIL] or pay [REDACTED:CREDIT_CARD] now";
+    for (done, pieces) in [(true, 1), (false, 5)] {
+        let mut body: String = datas.iter().map(|d| format!("data: {d}\n\n")).collect();
+        if done {
+            body += "data: [DONE]\n\n";
+        }
+        let (_j, resp) = chat_via_raw_upstream(sse_response(&body), pieces, true, |_| {});
+        assert_eq!(resp.status(), 200);
+        let text = resp.text().unwrap();
+        assert!(!text.contains(a) && !text.contains(b), "{text}");
+        assert!(!text.contains(c) && !text.contains(d), "{text}");
+        assert_eq!(sse_plain_datas(&text).concat(), expected, "{text}");
+        assert!(!text.contains("error"), "{text}");
+        assert_eq!(text.ends_with("data: [DONE]\n\n"), done, "{text}");
+    }
+}

@@ -38,6 +38,8 @@ struct DataLine {
 #[derive(Clone, Debug, Default)]
 struct EventMeta {
     data: Vec<DataLine>,
+    /// Text spans of comment lines (`: text`): everything after the colon.
+    comments: Vec<(usize, usize)>,
     event: Option<(usize, usize)>,
     /// Span of the first line terminator seen (the stream's line-ending style).
     eol: Option<(usize, usize)>,
@@ -46,6 +48,7 @@ struct EventMeta {
 impl EventMeta {
     fn clear(&mut self) {
         self.data.clear();
+        self.comments.clear();
         self.event = None;
         self.eol = None;
     }
@@ -93,6 +96,17 @@ impl<'a> SseEvent<'a> {
         }
     }
 
+    /// The text of each comment line (`: ping` → ` ping`), in order.
+    pub fn comments(&self) -> impl Iterator<Item = &'a [u8]> + 'a {
+        let raw = self.raw;
+        self.meta.comments.iter().map(move |&(s, e)| &raw[s..e])
+    }
+
+    /// Whether the event has comment lines.
+    pub fn has_comments(&self) -> bool {
+        !self.meta.comments.is_empty()
+    }
+
     /// The value of the last `event:` field, if any.
     pub fn event_type(&self) -> Option<&'a [u8]> {
         self.meta.event.map(|(s, e)| &self.raw[s..e])
@@ -111,36 +125,66 @@ impl<'a> SseEvent<'a> {
     /// data goes where the first `data:` value was; further `data:` lines are dropped. Line breaks
     /// inside `data` become separate `data:` lines.
     pub fn write_with_data(&self, data: &[u8], out: &mut Vec<u8>) {
-        let Some(first) = self.meta.data.first() else {
-            out.extend_from_slice(self.raw);
-            return;
-        };
-        out.extend_from_slice(&self.raw[..first.value_start]);
+        self.write_rewritten(Some(data), &[], out);
+    }
+
+    /// Writes the event with its data buffer replaced by `data` (when given, as in
+    /// [`SseEvent::write_with_data`]) and the text of comment line `i` replaced by `text` for
+    /// every `(i, text)` in `comments` (sorted by `i`; line breaks in `text` become further
+    /// comment lines). Every other byte stays as it was.
+    pub fn write_rewritten(
+        &self,
+        data: Option<&[u8]>,
+        comments: &[(usize, String)],
+        out: &mut Vec<u8>,
+    ) {
         let eol = self.eol();
-        let mut rest = data;
+        let data_lines: &[DataLine] = match data {
+            Some(_) => &self.meta.data,
+            None => &[],
+        };
+        let mut cursor = 0;
+        let (mut di, mut ci) = (0, 0);
         loop {
-            match rest.iter().position(|&b| b == b'\n' || b == b'\r') {
-                None => {
-                    out.extend_from_slice(rest);
-                    break;
+            // The next edit in byte order: a data line (the first one gets the new data, later
+            // ones are removed) or a rewritten comment. Comment edits that point at no comment,
+            // or out of order, are skipped.
+            let next_comment = loop {
+                match comments.get(ci) {
+                    None => break None,
+                    Some((i, text)) => match self.meta.comments.get(*i) {
+                        Some(&(s, e)) if s >= cursor => break Some((s, e, text)),
+                        _ => ci += 1,
+                    },
                 }
-                Some(i) => {
-                    out.extend_from_slice(&rest[..i]);
-                    let skip = if rest[i] == b'\r' && rest.get(i + 1) == Some(&b'\n') {
-                        2
+            };
+            let next_data = data_lines.get(di).copied();
+            let data_start = |d: DataLine| if di == 0 { d.value_start } else { d.line_start };
+            let take_data = match (next_data, next_comment) {
+                (None, None) => break,
+                (Some(d), Some((s, _, _))) => data_start(d) < s,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+            };
+            match (next_data, next_comment) {
+                (Some(d), _) if take_data => {
+                    out.extend_from_slice(&self.raw[cursor..data_start(d)]);
+                    if di == 0 {
+                        write_lines(data.unwrap_or_default(), eol, b"data: ", out);
+                        cursor = d.value_end;
                     } else {
-                        1
-                    };
-                    out.extend_from_slice(eol);
-                    out.extend_from_slice(b"data: ");
-                    rest = &rest[i + skip..];
+                        cursor = d.line_end;
+                    }
+                    di += 1;
                 }
+                (_, Some((s, e, text))) => {
+                    out.extend_from_slice(&self.raw[cursor..s]);
+                    write_lines(text.as_bytes(), eol, b":", out);
+                    cursor = e;
+                    ci += 1;
+                }
+                _ => break,
             }
-        }
-        let mut cursor = first.value_end;
-        for d in &self.meta.data[1..] {
-            out.extend_from_slice(&self.raw[cursor..d.line_start]);
-            cursor = d.line_end;
         }
         out.extend_from_slice(&self.raw[cursor..]);
     }
@@ -154,6 +198,31 @@ impl<'a> SseEvent<'a> {
         match self.raw.last() {
             Some(b'\n' | b'\r') => eol.to_vec(),
             _ => [eol, eol].concat(),
+        }
+    }
+}
+
+/// Writes `text` with each line break (`\r\n`, `\r` or `\n`) replaced by `eol` + `prefix`, so
+/// that every line of it becomes a line of the same kind (a `data:` line, a comment).
+pub(crate) fn write_lines(text: &[u8], eol: &[u8], prefix: &[u8], out: &mut Vec<u8>) {
+    let mut rest = text;
+    loop {
+        match rest.iter().position(|&b| b == b'\n' || b == b'\r') {
+            None => {
+                out.extend_from_slice(rest);
+                break;
+            }
+            Some(i) => {
+                out.extend_from_slice(&rest[..i]);
+                let skip = if rest[i] == b'\r' && rest.get(i + 1) == Some(&b'\n') {
+                    2
+                } else {
+                    1
+                };
+                out.extend_from_slice(eol);
+                out.extend_from_slice(prefix);
+                rest = &rest[i + skip..];
+            }
         }
     }
 }
@@ -203,6 +272,12 @@ impl SseSplitter {
     /// Bytes currently buffered (the partial event).
     pub fn buffered(&self) -> usize {
         self.buf.len()
+    }
+
+    /// Whether the last event ended on a `\r` at the end of the input so far, so that a `\n`
+    /// starting the next chunk would be the rest of its `\r\n` (handed out as [`SseItem::Raw`]).
+    pub fn pending_cr(&self) -> bool {
+        self.after_cr
     }
 
     /// Forgets the partial event.
@@ -353,7 +428,8 @@ impl SseSplitter {
         }
         let line = &self.buf[name_start..le];
         if line.first() == Some(&b':') {
-            return; // comment
+            self.meta.comments.push((name_start + 1 - ev, le - ev));
+            return;
         }
         let (name_end, mut vs) = match line.iter().position(|&b| b == b':') {
             Some(c) => (name_start + c, name_start + c + 1),
@@ -507,6 +583,73 @@ data\n\n: ping\n\ndata: z\r\rdata: w\ndata: [DONE]\n\n";
             out,
             b"event: x\r\nid: 1\r\ndata: NEW\r\ndata: LINE\r\n: c\r\n\r\n".to_vec()
         );
+    }
+
+    /// A rewrite of one event: new data (if any) and comment edits.
+    type Edit = (Option<Vec<u8>>, Vec<(usize, String)>);
+
+    /// Runs `input` through a splitter and writes every event with `edit`'s rewrite.
+    fn rewrite_each(input: &[u8], edit: &dyn Fn(&SseEvent<'_>) -> Edit) -> Vec<u8> {
+        let mut sp = SseSplitter::new(1024);
+        let mut out = Vec::new();
+        let mut f = |item: SseItem<'_>| {
+            match item {
+                SseItem::Event(e) => {
+                    let (data, comments) = edit(&e);
+                    e.write_rewritten(data.as_deref(), &comments, &mut out);
+                }
+                SseItem::Raw(r) => out.extend_from_slice(r),
+            }
+            true
+        };
+        sp.push(input, &mut f).unwrap();
+        sp.finish(&mut f).unwrap();
+        out
+    }
+
+    #[test]
+    fn comments_are_spanned_and_rewritable() {
+        let input: &[u8] =
+            b"\xEF\xBB\xBF: first\r\n\r\n: ping\n\n:\n\nid: 1\n: a\ndata: x\n:b\ndata: y\n\n";
+        let mut seen = Vec::new();
+        let mut sp = SseSplitter::new(1024);
+        sp.push(input, &mut |item| {
+            if let SseItem::Event(e) = item {
+                seen.push(e.comments().map(<[u8]>::to_vec).collect::<Vec<_>>());
+                assert_eq!(e.has_comments(), !seen.last().is_some_and(Vec::is_empty));
+            }
+            true
+        })
+        .unwrap();
+        let v = |s: &[&str]| s.iter().map(|s| s.as_bytes().to_vec()).collect::<Vec<_>>();
+        assert_eq!(
+            seen,
+            vec![v(&[" first"]), v(&[" ping"]), v(&[""]), v(&[" a", "b"])]
+        );
+        // No edits: byte for byte.
+        assert_eq!(rewrite_each(input, &|_| (None, Vec::new())), input);
+        // Comment edits alone, with a line break; then mixed with a data rewrite, in order.
+        let out = rewrite_each(input, &|e| {
+            let n = e.comments().count();
+            match e.has_data() {
+                false => (None, vec![(0, " X\nY".to_string())]),
+                true => (
+                    Some(b"new".to_vec()),
+                    vec![
+                        (n - 1, "B".to_string()),
+                        (0, "ignored: out of order".into()),
+                    ],
+                ),
+            }
+        });
+        assert_eq!(
+            out,
+            b"\xEF\xBB\xBF: X\r\n:Y\r\n\r\n: X\n:Y\n\n: X\n:Y\n\nid: 1\n: a\ndata: new\n:B\n\n"
+                .to_vec()
+        );
+        // An index past the comments changes nothing.
+        let out = rewrite_each(b": a\n\n", &|_| (None, vec![(5, "z".to_string())]));
+        assert_eq!(out, b": a\n\n".to_vec());
     }
 
     fn stream_sample() -> Vec<u8> {

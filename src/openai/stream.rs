@@ -2,11 +2,13 @@
 //! API events, Anthropic Messages events) through a [`StreamFilter`], flushes held-back text in
 //! synthesized delta events just before the event that ends a field, keeps complete texts repeated
 //! in `*.done` events consistent, tracks usage, and ends the stream with an error event on `stop()`.
+//! Consecutive plain-text (non-JSON) data events are one held-back field too; comment lines are
+//! scanned whole; nothing after `data: [DONE]` is forwarded.
 //!
 //! Events that are not changed are re-emitted byte for byte; changed events keep their framing and
 //! only their data is re-serialized. Work per event is proportional to its size.
 
-use super::sse::{SseError, SseEvent, SseItem, SseSplitter, DEFAULT_MAX_EVENT_BYTES};
+use super::sse::{write_lines, SseError, SseEvent, SseItem, SseSplitter, DEFAULT_MAX_EVENT_BYTES};
 use super::walker::{Side, Walk};
 use super::{errors, Endpoint, StreamFilter, TextFilter, Usage};
 use serde_json::{json, Map, Value};
@@ -95,6 +97,8 @@ enum Field {
     AnthJson {
         block: u64,
     },
+    /// The data of a run of consecutive non-JSON (plain-text) `data:` events.
+    Plain,
 }
 
 /// String fields directly under a chat `delta`. `reasoning_content` (DeepSeek, vLLM) and
@@ -131,6 +135,7 @@ enum Group {
     Choice(u64),
     Output(u64),
     Block(u64),
+    Plain,
 }
 
 const IDX_MASK: u64 = (1 << 28) - 1;
@@ -168,6 +173,7 @@ impl Field {
             ),
             Field::AnthText { block } => (12, block, 0),
             Field::AnthJson { block } => (13, block, 0),
+            Field::Plain => (17, 0, 0),
         };
         (kind << 56) | ((a & IDX_MASK) << 28) | (b & IDX_MASK)
     }
@@ -181,6 +187,7 @@ impl Field {
             | Field::CompletionText { choice } => Group::Choice(choice),
             Field::Resp { output, .. } => Group::Output(output),
             Field::AnthText { block } | Field::AnthJson { block } => Group::Block(block),
+            Field::Plain => Group::Plain,
         }
     }
 }
@@ -406,6 +413,7 @@ fn slot_mut(v: &mut Value, field: Field) -> Option<&mut Value> {
         Field::Resp { .. } => v.get_mut("delta"),
         Field::AnthText { .. } => v.get_mut("delta")?.get_mut("text"),
         Field::AnthJson { .. } => v.get_mut("delta")?.get_mut("partial_json"),
+        Field::Plain => None,
     }
 }
 
@@ -475,6 +483,8 @@ fn reduce_chunk(template: &Value, field: Field, choice: u64) -> Value {
     Value::Object(out)
 }
 
+/// Writes one event; line breaks in `data` (plain text can have them, JSON has none) become
+/// further `data:` lines.
 fn write_event(out: &mut Vec<u8>, event: Option<&str>, data: &[u8], eol: &str) {
     if let Some(e) = event {
         out.extend_from_slice(b"event: ");
@@ -482,7 +492,7 @@ fn write_event(out: &mut Vec<u8>, event: Option<&str>, data: &[u8], eol: &str) {
         out.extend_from_slice(eol.as_bytes());
     }
     out.extend_from_slice(b"data: ");
-    out.extend_from_slice(data);
+    write_lines(data, eol.as_bytes(), b"data: ", out);
     out.extend_from_slice(eol.as_bytes());
     out.extend_from_slice(eol.as_bytes());
 }
@@ -532,6 +542,13 @@ struct State {
     usage: Option<Usage>,
     anthropic: AnthropicUsage,
     stopped: bool,
+    /// `data: [DONE]` went out: the stream is over and nothing after it is forwarded.
+    done: bool,
+    /// The `[DONE]` event ended on a `\r` at the end of a chunk: a `\n` starting the next chunk
+    /// is the rest of its blank line.
+    lf_owed: bool,
+    /// Bytes after `[DONE]` were dropped (logged once per stream).
+    dropped_after_done: bool,
     /// Framing owed by a trailing partial event before anything else may be written.
     pending_term: Vec<u8>,
 }
@@ -553,12 +570,26 @@ impl State {
         }
     }
 
+    fn note_dropped_after_done(&mut self) {
+        if !std::mem::replace(&mut self.dropped_after_done, true) {
+            tracing::warn!(
+                endpoint = self.ep.route(),
+                "upstream sent data after `data: [DONE]`; dropped"
+            );
+        }
+    }
+
     fn on_item(
         &mut self,
         item: SseItem<'_>,
         f: &mut dyn StreamFilter,
         out: &mut Vec<u8>,
     ) -> Flow<()> {
+        if self.done {
+            // Only reached from `finish` (EOF right after `[DONE]`): see `after_done`.
+            self.note_dropped_after_done();
+            return Ok(());
+        }
         match item {
             SseItem::Raw(b) => {
                 out.extend_from_slice(b);
@@ -574,10 +605,38 @@ impl State {
         self.pending_term = ev.missing_terminator();
     }
 
-    fn emit_data(&mut self, ev: &SseEvent<'_>, data: &[u8], out: &mut Vec<u8>) {
-        self.begin(out);
-        ev.write_with_data(data, out);
-        self.pending_term = ev.missing_terminator();
+    /// Writes `ev` with its data replaced by `data` (when given) and its comment lines scanned:
+    /// byte for byte when neither changes. Comments are scanned like any text (a keep-alive
+    /// `: ping` finds nothing and passes as it came); events without comments cost nothing here.
+    fn emit(
+        &mut self,
+        ev: &SseEvent<'_>,
+        data: Option<&[u8]>,
+        f: &mut dyn StreamFilter,
+        out: &mut Vec<u8>,
+    ) -> Flow<()> {
+        let mut edits: Vec<(usize, String)> = Vec::new();
+        if ev.has_comments() {
+            for (i, c) in ev.comments().enumerate() {
+                if c.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                let text = String::from_utf8_lossy(c);
+                let r = f.whole(&text);
+                check(f)?;
+                if let Some(new) = r.filter(|new| *new != text) {
+                    edits.push((i, new));
+                }
+            }
+        }
+        if data.is_none() && edits.is_empty() {
+            self.emit_raw(ev, out);
+        } else {
+            self.begin(out);
+            ev.write_rewritten(data, &edits, out);
+            self.pending_term = ev.missing_terminator();
+        }
+        Ok(())
     }
 
     fn on_event(
@@ -587,16 +646,16 @@ impl State {
         out: &mut Vec<u8>,
     ) -> Flow<()> {
         if !ev.has_data() {
-            self.emit_raw(ev, out);
-            return Ok(());
+            // Comments only (keep-alives), or only `id:` / `retry:` / unknown fields.
+            return self.emit(ev, None, f, out);
         }
         let data = ev.data();
         if data.trim_ascii() == b"[DONE]" {
             let pre = self.flush(f, |_| true)?;
             self.begin(out);
             out.extend_from_slice(&pre);
-            self.emit_raw(ev, out);
-            return Ok(());
+            self.done = true;
+            return self.emit(ev, None, f, out);
         }
         let parsed = std::str::from_utf8(&data)
             .ok()
@@ -609,18 +668,15 @@ impl State {
         }
         let Some(mut v) = parsed else {
             if data.is_empty() {
-                self.emit_raw(ev, out);
-                return Ok(());
+                return self.emit(ev, None, f, out);
             }
-            // Not a JSON object: unknown payload, scan it as one opaque text.
-            let text = String::from_utf8_lossy(&data);
-            let r = f.whole(&text);
-            check(f)?;
-            match r {
-                Some(new) if new != text => self.emit_data(ev, new.as_bytes(), out),
-                _ => self.emit_raw(ev, out),
-            }
-            return Ok(());
+            return self.on_plain(ev, &data, f, out);
+        };
+        // A run of plain-text events ends here: its held text goes out before this event.
+        let plain = if self.active.iter().any(|a| a.field == Field::Plain) {
+            self.flush(f, |fl| fl == Field::Plain)?
+        } else {
+            Vec::new()
         };
         let outcome = match handled_type(&v) {
             Some(t) if t.starts_with("response.") => self.on_responses(t, &mut v, f)?,
@@ -634,18 +690,64 @@ impl State {
             },
         };
         self.begin(out);
+        out.extend_from_slice(&plain);
         out.extend_from_slice(&outcome.pre);
-        if outcome.changed {
-            // Serialising a Value cannot fail; fall back to the original bytes if it ever did.
-            match serde_json::to_vec(&v) {
-                Ok(bytes) => self.emit_data(ev, &bytes, out),
-                Err(_) => self.emit_raw(ev, out),
-            }
-        } else {
-            self.emit_raw(ev, out);
-        }
+        // Serialising a Value cannot fail; fall back to the original bytes if it ever did.
+        let bytes = outcome
+            .changed
+            .then(|| serde_json::to_vec(&v).ok())
+            .flatten();
+        self.emit(ev, bytes.as_deref(), f, out)?;
         self.register(outcome.touched, v, ev);
         Ok(())
+    }
+
+    /// A `data:` event that is not JSON: its text continues the run of plain-text events before
+    /// it (same event type) in one held-back stream field, so a value split across events is
+    /// still found; the event carries whatever of the run is safe to release now.
+    fn on_plain(
+        &mut self,
+        ev: &SseEvent<'_>,
+        data: &[u8],
+        f: &mut dyn StreamFilter,
+        out: &mut Vec<u8>,
+    ) -> Flow<()> {
+        let name = ev.event_type();
+        let same_run = |a: &Active| {
+            a.field == Field::Plain && a.template.event.as_deref().map(str::as_bytes) == name
+        };
+        let pre = if self
+            .active
+            .iter()
+            .any(|a| a.field == Field::Plain && !same_run(a))
+        {
+            // Another event type: a different stream of messages; the run ends.
+            self.flush(f, |fl| fl == Field::Plain)?
+        } else {
+            Vec::new()
+        };
+        let text = String::from_utf8_lossy(data);
+        let released = f.push(Field::Plain.key(), &text);
+        check(f)?;
+        let eol = eol_static(ev.eol());
+        match self.active.iter_mut().find(|a| a.field == Field::Plain) {
+            Some(a) => a.template.eol = eol,
+            None => self.active.push(Active {
+                field: Field::Plain,
+                template: Template {
+                    event: name.map(|n| String::from_utf8_lossy(n).into_owned()),
+                    eol,
+                    value: Value::Null,
+                },
+            }),
+        }
+        self.begin(out);
+        out.extend_from_slice(&pre);
+        if released == text {
+            self.emit(ev, None, f, out)
+        } else {
+            self.emit(ev, Some(released.as_bytes()), f, out)
+        }
     }
 
     /// Makes `v` the template of every still-open field it carried a delta for.
@@ -1015,6 +1117,12 @@ impl State {
 fn synthesize(a: &Active, text: String, out: &mut Vec<u8>) {
     let field = a.field;
     let mut v = match field {
+        // Plain text: the held text is the data.
+        Field::Plain => {
+            let event = a.template.event.as_deref();
+            write_event(out, event, text.as_bytes(), a.template.eol);
+            return;
+        }
         Field::ChatDelta { choice, .. }
         | Field::ChatTool { choice, .. }
         | Field::ChatCustom { choice, .. }
@@ -1064,6 +1172,9 @@ impl SseRewriter {
                 usage: None,
                 anthropic: AnthropicUsage::default(),
                 stopped: false,
+                done: false,
+                lf_owed: false,
+                dropped_after_done: false,
                 pending_term: Vec::new(),
             },
         }
@@ -1071,6 +1182,9 @@ impl SseRewriter {
 
     /// Feeds upstream bytes; returns the bytes to send downstream now (complete events only).
     pub fn push(&mut self, bytes: &[u8], f: &mut dyn StreamFilter) -> Vec<u8> {
+        if self.state.done {
+            return self.after_done(bytes);
+        }
         let mut out = Vec::with_capacity(bytes.len() + 64);
         if self.state.stopped {
             return out;
@@ -1084,7 +1198,8 @@ impl SseRewriter {
         let res = self
             .splitter
             .push(bytes, &mut |item| match state.on_item(item, f, &mut out) {
-                Ok(()) => true,
+                // `[DONE]` stops the splitter right after that event.
+                Ok(()) => !state.done,
                 Err(why) => {
                     stop = Some(why);
                     false
@@ -1095,6 +1210,29 @@ impl SseRewriter {
         }
         if let Some(why) = stop {
             self.state.stop(why, &mut out);
+        } else if self.state.done {
+            self.state.lf_owed = self.splitter.pending_cr();
+            if self.splitter.buffered() > 0 {
+                self.state.note_dropped_after_done();
+            }
+            self.splitter.discard();
+        }
+        out
+    }
+
+    /// Upstream bytes after `data: [DONE]`: the stream is over (the client stops reading at
+    /// `[DONE]`, SDKs included), so they are not forwarded — whatever they are, JSON, text,
+    /// comments — rather than sent on unread by the scanner or scanned out of context. Only the
+    /// `\n` that completes `[DONE]`'s own `\r\n` blank line still goes out.
+    fn after_done(&mut self, bytes: &[u8]) -> Vec<u8> {
+        let mut rest = bytes;
+        let mut out = Vec::new();
+        if !rest.is_empty() && std::mem::take(&mut self.state.lf_owed) && rest[0] == b'\n' {
+            out.push(b'\n');
+            rest = &rest[1..];
+        }
+        if !rest.is_empty() {
+            self.state.note_dropped_after_done();
         }
         out
     }
@@ -1104,7 +1242,7 @@ impl SseRewriter {
     /// is released and an error event ends the stream, as in [`SseRewriter::abort`].
     pub fn finish(&mut self, f: &mut dyn StreamFilter) -> Vec<u8> {
         let mut out = Vec::new();
-        if self.state.stopped {
+        if self.state.stopped || self.state.done {
             return out;
         }
         let state = &mut self.state;
@@ -1120,6 +1258,18 @@ impl SseRewriter {
             });
         if let Err(SseError::EventTooLarge { limit }) = res {
             stop = Some(Stop::TooLarge { limit });
+        }
+        if stop.is_none() {
+            // Plain-text events have no end marker: their stream ends with the response, and
+            // the text still held is released (scanned whole) now.
+            match self.state.flush(f, |fl| fl == Field::Plain) {
+                Ok(pre) if pre.is_empty() => {}
+                Ok(pre) => {
+                    self.state.begin(&mut out);
+                    out.extend_from_slice(&pre);
+                }
+                Err(why) => stop = Some(why),
+            }
         }
         if stop.is_none() {
             match self.state.flush(f, |_| true) {
@@ -2388,6 +2538,226 @@ mod tests {
             prop_assert_eq!(same, bytes.to_vec());
             let (held, _) = run_chunks(Endpoint::ChatCompletions, &chunks, &mut Hold::default());
             prop_assert_eq!(concat(&held, chat_content), text);
+        }
+    }
+
+    /// Plain-text (non-JSON) data of an output stream, event by event.
+    fn plain_datas(out: &[u8]) -> Vec<String> {
+        events(out)
+            .into_iter()
+            .filter_map(|(_, d)| d.err())
+            .filter(|d| d != "[DONE]")
+            .collect()
+    }
+
+    /// After `data: [DONE]` nothing reaches the client, whatever it is and however the bytes
+    /// are chunked: no chat chunk (it used to open a new field whose held text then ended the
+    /// finished stream with an "interrupted" error), no unknown JSON (passed unread), no plain
+    /// text or comment, no partial event at EOF (no error either: the stream was complete).
+    #[test]
+    fn nothing_after_done_reaches_the_client() {
+        let tails = [
+            chat_chunk(
+                r#"{"index":0,"delta":{"content":"late SECRET SE"},"finish_reason":null}"#,
+                "null",
+            ),
+            "data: {\"foo\":\"SECRET\"}\n\n".to_string(),
+            "data: plain SECRET\n\n: SECRET\n\n".to_string(),
+            ": ping\n\n".to_string(),
+            "data: [DONE]\n\n".to_string(),
+            "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"cut SE".to_string(),
+        ];
+        for (ep, stream) in [
+            (Endpoint::ChatCompletions, chat_stream()),
+            (Endpoint::Completions, completions_stream()),
+        ] {
+            for tail in &tails {
+                for eol in ["\n", "\r\n"] {
+                    let head = stream.replace('\n', eol);
+                    let input = head.clone() + &tail.replace('\n', eol);
+                    let bytes = input.as_bytes();
+                    let expected = run(ep, head.as_bytes(), &mut Redact::default());
+                    assert!(!String::from_utf8_lossy(&expected).contains("error"));
+                    for cut in 0..=bytes.len() {
+                        let (out, rw) =
+                            run_chunks(ep, &[&bytes[..cut], &bytes[cut..]], &mut Redact::default());
+                        assert_eq!(
+                            String::from_utf8_lossy(&out),
+                            String::from_utf8_lossy(&expected),
+                            "{ep:?} {tail:?} {eol:?} cut {cut}"
+                        );
+                        assert!(!rw.stopped());
+                    }
+                    let chunks: Vec<&[u8]> = bytes.chunks(1).collect();
+                    assert_eq!(run_chunks(ep, &chunks, &mut Identity).0, head.as_bytes());
+                }
+            }
+        }
+        // A `[DONE]` whose `\r\n` blank line is split after the `\r`: the `\n` still follows.
+        let input = "data: [DONE]\r\n\r\ndata: SECRET\r\n\r\n";
+        for cut in 0..=input.len() {
+            let (out, _) = run_chunks(
+                Endpoint::ChatCompletions,
+                &[&input.as_bytes()[..cut], &input.as_bytes()[cut..]],
+                &mut Identity,
+            );
+            assert_eq!(out, b"data: [DONE]\r\n\r\n", "cut {cut}");
+        }
+    }
+
+    /// Comment lines are scanned like any text; a keep-alive passes byte for byte.
+    #[test]
+    fn comments_are_scanned_and_keepalives_pass() {
+        let chunk = chat_chunk(
+            r#"{"index":0,"delta":{"content":"hi"},"finish_reason":"stop"}"#,
+            "null",
+        );
+        let input = format!(
+            ": ping\n\n:\n\n: mail SECRET now\n\n: SECRET\n{chunk}data: plain\n: x SECRET\n\ndata: [DONE]\n\n"
+        );
+        for eol in ["\n", "\r\n", "\r"] {
+            let input = input.replace('\n', eol);
+            assert_eq!(
+                run(Endpoint::ChatCompletions, input.as_bytes(), &mut Identity),
+                input.as_bytes()
+            );
+            let expected = input.replace("SECRET", "[X]");
+            let bytes = input.as_bytes();
+            for cut in 0..=bytes.len() {
+                let (out, _) = run_chunks(
+                    Endpoint::ChatCompletions,
+                    &[&bytes[..cut], &bytes[cut..]],
+                    &mut Redact::default(),
+                );
+                assert_eq!(String::from_utf8(out).unwrap(), expected, "cut {cut}");
+            }
+        }
+    }
+
+    /// Consecutive plain-text (non-JSON) data events are one held-back field: a value split
+    /// across them is found, text is released as soon as it is final, the rest goes out before
+    /// the next JSON event, the next event type, `[DONE]` or at the end of the stream.
+    #[test]
+    fn plain_text_events_are_one_held_back_field() {
+        let input = "data: mail SE\n\ndata: CRET ok\n\n";
+        let out = run(
+            Endpoint::ChatCompletions,
+            input.as_bytes(),
+            &mut Redact::default(),
+        );
+        assert_eq!(plain_datas(&out), ["mail ", "[X] ok"]);
+        // Held at the end of the stream: released then (no end marker for plain text).
+        let input = "data: a\n\ndata: b SE\n\n";
+        let out = run(
+            Endpoint::ChatCompletions,
+            input.as_bytes(),
+            &mut Redact::default(),
+        );
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "data: a\n\ndata: b \n\ndata: SE\n\n"
+        );
+        // Before a JSON event: the held text goes out first, in its own plain event.
+        let chunk = chat_chunk(
+            r#"{"index":0,"delta":{"content":"hi"},"finish_reason":"stop"}"#,
+            "null",
+        );
+        let input = format!("id: 1\ndata: x SE\n\n{chunk}");
+        let out = run(
+            Endpoint::ChatCompletions,
+            input.as_bytes(),
+            &mut Redact::default(),
+        );
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            format!("id: 1\ndata: x \n\ndata: SE\n\n{chunk}")
+        );
+        // Another event type ends the run; the held text keeps its own type; multi-line data.
+        let input = "event: a\ndata: x\ndata: SE\n\nevent: b\ndata: CRET\n\ndata: [DONE]\n\n";
+        let out = run(
+            Endpoint::ChatCompletions,
+            input.as_bytes(),
+            &mut Redact::default(),
+        );
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "event: a\ndata: x\ndata: \n\nevent: a\ndata: SE\n\nevent: b\ndata: CRET\n\ndata: [DONE]\n\n"
+        );
+        // Everything held: the events go out empty, the text in one event at the end.
+        let input = "data: a\n\n: keep-alive\n\ndata: b\n\n";
+        let mut hold = Hold::default();
+        let out = run(Endpoint::ChatCompletions, input.as_bytes(), &mut hold);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "data: \n\n: keep-alive\n\ndata: \n\ndata: ab\n\n"
+        );
+        assert_eq!(hold.finished, [Field::Plain.key()]);
+        // A stream cut inside a plain event releases nothing held.
+        let out = run(
+            Endpoint::ChatCompletions,
+            b"data: a SE\n\ndata: CR",
+            &mut Redact::default(),
+        );
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            !text.contains("SE\n") && text.contains("upstream_stream_interrupted"),
+            "{text}"
+        );
+    }
+
+    fn plain_piece() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("a".to_string()),
+            Just("é".to_string()),
+            Just("🌍".to_string()),
+            Just(" ".to_string()),
+            Just("\n".to_string()),
+            Just("SECRET".to_string()),
+            Just("SEC".to_string()),
+            Just("RET".to_string()),
+            Just("S".to_string()),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 128, failure_persistence: None, ..ProptestConfig::default() })]
+        /// Plain-text streams: the concatenated data of the output equals redacting the whole
+        /// text, whatever the event boundaries, byte chunking and line endings; identity is
+        /// byte exact.
+        #[test]
+        fn plain_streamed_redaction_equals_whole(
+            events_in in proptest::collection::vec(proptest::collection::vec(plain_piece(), 0..4), 0..12),
+            eol in prop_oneof![Just("\n"), Just("\r\n"), Just("\r")],
+            done in any::<bool>(),
+            cuts in proptest::collection::vec(any::<usize>(), 0..30),
+        ) {
+            let datas: Vec<String> = events_in.into_iter().map(|p| p.concat()).collect();
+            let text: String = datas.concat();
+            let mut input = String::new();
+            for d in &datas {
+                for (i, line) in d.split('\n').enumerate() {
+                    if i > 0 {
+                        input += eol;
+                    }
+                    input += "data: ";
+                    input += line;
+                }
+                input += eol;
+                input += eol;
+            }
+            if done {
+                input += "data: [DONE]";
+                input += eol;
+                input += eol;
+            }
+            let bytes = input.as_bytes();
+            let chunks = split_at(bytes, &cuts);
+            let (out, rw) = run_chunks(Endpoint::ChatCompletions, &chunks, &mut Redact::default());
+            prop_assert!(!rw.stopped());
+            prop_assert_eq!(plain_datas(&out).concat(), text.replace(WORD, "[X]"));
+            prop_assert_eq!(&out, &run(Endpoint::ChatCompletions, bytes, &mut Redact::default()));
+            let (same, _) = run_chunks(Endpoint::ChatCompletions, &chunks, &mut Identity);
+            prop_assert_eq!(same, bytes.to_vec());
         }
     }
 
