@@ -27,8 +27,8 @@
 //!   candidate straddling `from` is skipped exactly as a scan from the beginning would.
 //! - Speed: the lazy DFA over the whole text is the hot loop (≈ 0.6 GB/s per walk on the
 //!   shared dev box, as fast as a single tiny digit regex there: each byte waits for the
-//!   previous transition). Spans of 1 KiB and more are searched by two interleaved walks
-//!   (`lanes`, same answers, ~1.5× faster); after a candidate close to where its search
+//!   previous transition). Spans of 1 KiB and more are searched by up to four interleaved
+//!   walks (`lanes`, same answers, ~2.3× faster); after a candidate close to where its search
 //!   began, the next search is the plain one (candidates cluster). A trigger-byte / literal
 //!   prefilter that ran the DFA only around digits, '@', ':' and key prefixes was prototyped
 //!   and dropped: Aho-Corasick over the short case-insensitive key prefixes cost as much as
@@ -43,7 +43,7 @@ use regex_automata::{meta, Anchored, Input, MatchKind, PatternID, PatternSet};
 use regex_syntax::hir::{Hir, HirKind};
 
 use super::detectors::{self, SpanValidator};
-use super::lanes::{TwoLane, LANE_GAP, MIN_LANE_SPAN};
+use super::lanes::{Lanes, LANE_GAP, MIN_LANE_SPAN};
 use super::liveness::Liveness;
 use super::{Finding, PatternKind, PatternSpec, ScanError};
 
@@ -86,10 +86,10 @@ pub struct Matcher {
     /// Stream release oracle over the same NFA; None if it could not be built (the stream
     /// scanner then keeps its fixed hold-back window).
     liveness: Option<Liveness>,
-    /// The same patterns as a two-lane lazy DFA for long spans (see `lanes`), built on the
+    /// The same patterns as a multi-lane lazy DFA for long spans (see `lanes`), built on the
     /// first long span (a matcher that only ever sees short texts never pays for it); None if it
     /// could not be built (then every search is the plain one).
-    lanes: OnceLock<Option<TwoLane>>,
+    lanes: OnceLock<Option<Lanes>>,
 }
 
 /// Per-spec compile inputs (the HIR itself is kept beside it: its type is not nameable
@@ -232,8 +232,8 @@ impl Matcher {
         out: &mut Vec<Finding>,
     ) {
         let mut pos = start;
-        // Two lanes pay off when candidates are far apart; right after a near one, the
-        // next is likely near too, and the second lane would only be wasted work.
+        // Lanes pay off when candidates are far apart; right after a near one, the next is
+        // likely near too, and the lanes ahead would only be wasted work.
         let mut sparse = true;
         while pos < end {
             let Some(m) = self.search(hay, pos, end, sparse) else {
@@ -264,7 +264,7 @@ impl Matcher {
         }
     }
 
-    /// The leftmost-first candidate in `hay[pos..end]`. On long spans two interleaved DFA
+    /// The leftmost-first candidate in `hay[pos..end]`. On long spans interleaved DFA
     /// lanes find where it ends (see `lanes`); the regex engine then finds it again reading
     /// only from its pattern's maximum length before that end (no candidate starts earlier).
     fn search(
@@ -291,12 +291,12 @@ impl Matcher {
         self.re.search(&Input::new(hay).span(from..end))
     }
 
-    fn lanes(&self) -> Option<&TwoLane> {
+    fn lanes(&self) -> Option<&Lanes> {
         self.lanes
             .get_or_init(|| {
                 self.liveness
                     .as_ref()
-                    .and_then(|l| TwoLane::new(l.nfa().clone()))
+                    .and_then(|l| Lanes::new(l.nfa().clone()))
             })
             .as_ref()
     }
@@ -324,7 +324,7 @@ impl Matcher {
         )
     }
 
-    /// This matcher with the two-lane search switched off: the reference the lanes are tested
+    /// This matcher with the multi-lane search switched off: the reference the lanes are tested
     /// against.
     #[cfg(test)]
     pub(crate) fn without_lanes(mut self) -> Matcher {

@@ -617,7 +617,7 @@ fn full_matcher() -> &'static Matcher {
 }
 
 /// Built-ins plus pack-style custom patterns (case-insensitive phrases, keyword lists, a
-/// literal alternation), with and without the two-lane search.
+/// literal alternation), with and without the multi-lane search.
 fn lane_matchers() -> &'static [(Matcher, Matcher)] {
     static M: OnceLock<Vec<(Matcher, Matcher)>> = OnceLock::new();
     M.get_or_init(|| {
@@ -758,11 +758,11 @@ proptest! {
         }
     }
 
-    /// The two-lane search is an optimisation only: on long generated texts every finding
+    /// The multi-lane search is an optimisation only: on long generated texts every finding
     /// equals the plain engine's, and so does every raw leftmost-first candidate over random
     /// spans (whenever the lanes decide; they must decide on ordinary prose).
     #[test]
-    fn two_lanes_equal_the_plain_search(
+    fn lanes_equal_the_plain_search(
         items in prop::collection::vec((any::<u8>(), any::<u64>()), 60..400),
         cuts in prop::collection::vec((any::<prop::sample::Index>(), any::<prop::sample::Index>()), 1..6),
     ) {
@@ -775,20 +775,61 @@ proptest! {
                 if pos > end {
                     std::mem::swap(&mut pos, &mut end);
                 }
-                let (_, two, one) = lanes.search_both(hay, pos, end);
-                prop_assert_eq!(two, one, "span {}..{}", pos, end);
+                let (_, laned, plain_found) = lanes.search_both(hay, pos, end);
+                prop_assert_eq!(laned, plain_found, "span {}..{}", pos, end);
+            }
+        }
+    }
+
+    /// Long prose with rare findings: lanes hand over many times and new ones start ahead
+    /// (the pipelined case), with findings landing in any lane.
+    #[test]
+    fn lanes_equal_the_plain_search_on_long_sparse_text(
+        items in prop::collection::vec((any::<u8>(), any::<u64>()), 400..2500),
+        cuts in prop::collection::vec((any::<prop::sample::Index>(), any::<prop::sample::Index>()), 1..4),
+    ) {
+        // One item in about forty is a PII value, the rest are words.
+        let items: Vec<(u8, u64)> = items
+            .iter()
+            .map(|&(sel, seed)| (if sel % 40 == 0 { 0 } else { 1 }, seed))
+            .collect();
+        // ASCII only: a pattern with a Unicode word boundary makes the DFA give up on other
+        // bytes (then the plain search runs, which the other tests cover).
+        let text: String = build_text(&items)
+            .0
+            .chars()
+            .map(|c| if c.is_ascii() { c } else { 'x' })
+            .collect();
+        let hay = text.as_bytes();
+        for (lanes, plain) in lane_matchers() {
+            prop_assert_eq!(lanes.find(&text), plain.find(&text));
+            let (decided, _, _) = lanes.search_both(hay, 0, hay.len());
+            prop_assert!(decided || text.len() < 1024, "the lanes did not decide");
+            for (a, b) in &cuts {
+                let (mut pos, mut end) = (a.index(hay.len() + 1), b.index(hay.len() + 1));
+                if pos > end {
+                    std::mem::swap(&mut pos, &mut end);
+                }
+                while !text.is_char_boundary(pos) {
+                    pos -= 1;
+                }
+                while !text.is_char_boundary(end) {
+                    end -= 1;
+                }
+                let (_, laned, plain_found) = lanes.search_both(hay, pos, end.max(pos));
+                prop_assert_eq!(laned, plain_found, "span {}..{}", pos, end);
             }
         }
     }
 
     #[test]
-    fn two_lanes_equal_the_plain_search_on_noise(
+    fn lanes_equal_the_plain_search_on_noise(
         text in "[0-9 .:@+()\\-/_a-fA-FxkKsSiI漢é🎉\n<|>\\[\\]]{500,3000}",
     ) {
         for (lanes, plain) in lane_matchers() {
             prop_assert_eq!(lanes.find(&text), plain.find(&text));
-            let (_, two, one) = lanes.search_both(text.as_bytes(), 0, text.len());
-            prop_assert_eq!(two, one);
+            let (_, laned, plain_found) = lanes.search_both(text.as_bytes(), 0, text.len());
+            prop_assert_eq!(laned, plain_found);
         }
     }
 
@@ -812,11 +853,11 @@ proptest! {
     }
 }
 
-/// A finding with whitespace inside it placed at every offset of a long text: wherever a
-/// leading lane starts inside it, that lane must not be believed until the trailing lane is
-/// past the finding.
+/// A finding with whitespace inside it placed at every offset of a long text: wherever a lane
+/// starts inside it, that lane must not be believed until the lane before it is past the
+/// finding.
 #[test]
-fn two_lanes_with_a_finding_at_every_offset() {
+fn lanes_with_a_finding_at_every_offset() {
     let phrases = [
         "ignore   all previous \t instructions",
         "do  anything \n now",
@@ -830,17 +871,17 @@ fn two_lanes_with_a_finding_at_every_offset() {
     let (lanes, plain) = &lane_matchers()[1];
     let mut decided = 0;
     for phrase in phrases {
-        for at in (150..1100).filter(|i| body.is_char_boundary(*i)) {
+        for at in (150..body.len() - 100).filter(|i| body.is_char_boundary(*i)) {
             let text = format!("{} {phrase} {}", &body[..at], &body[at..]);
             let hay = text.as_bytes();
-            let (lanes_decided, two, one) = lanes.search_both(hay, 0, hay.len());
-            assert!(one.is_some(), "{phrase}");
+            let (lanes_decided, laned, plain_found) = lanes.search_both(hay, 0, hay.len());
+            assert!(plain_found.is_some(), "{phrase}");
             decided += usize::from(lanes_decided);
-            assert_eq!(two, one, "{phrase} at {at}");
+            assert_eq!(laned, plain_found, "{phrase} at {at}");
             assert_eq!(lanes.find(&text), plain.find(&text), "{phrase} at {at}");
         }
     }
-    assert!(decided > 1000, "the lanes decided only {decided} times");
+    assert!(decided > 6000, "the lanes decided only {decided} times");
 }
 
 #[test]
