@@ -1260,6 +1260,23 @@ impl SseRewriter {
             stop = Some(Stop::TooLarge { limit });
         }
         if stop.is_none() {
+            match self.state.flush(f, |fl| fl != Field::Plain) {
+                // Text still held at EOF belongs to a field the upstream never ended (no
+                // `finish_reason`, `[DONE]`, `…done` or block stop): the stream was cut between
+                // events, and held text is what could still be the start of a value. This is
+                // decided first: a cut stream releases nothing held, plain text included.
+                Ok(pre) if !pre.is_empty() => {
+                    // A plain-text run still open ends unreleased.
+                    for a in std::mem::take(&mut self.state.active) {
+                        let _ = f.finish(a.field.key());
+                    }
+                    stop = Some(Stop::Cut(StreamCut::Interrupted));
+                }
+                Ok(_) => {}
+                Err(why) => stop = Some(why),
+            }
+        }
+        if stop.is_none() {
             // Plain-text events have no end marker: their stream ends with the response, and
             // the text still held is released (scanned whole) now.
             match self.state.flush(f, |fl| fl == Field::Plain) {
@@ -1268,16 +1285,6 @@ impl SseRewriter {
                     self.state.begin(&mut out);
                     out.extend_from_slice(&pre);
                 }
-                Err(why) => stop = Some(why),
-            }
-        }
-        if stop.is_none() {
-            match self.state.flush(f, |_| true) {
-                // Text still held at EOF belongs to a field the upstream never ended (no
-                // `finish_reason`, `[DONE]`, `…done` or block stop): the stream was cut between
-                // events, and held text is what could still be the start of a value.
-                Ok(pre) if !pre.is_empty() => stop = Some(Stop::Cut(StreamCut::Interrupted)),
-                Ok(_) => {}
                 Err(why) => stop = Some(why),
             }
         }
@@ -2703,6 +2710,47 @@ mod tests {
             !text.contains("SE\n") && text.contains("upstream_stream_interrupted"),
             "{text}"
         );
+    }
+
+    /// EOF while a JSON field still holds text is a cut, and a cut releases nothing held: not
+    /// the plain-text run open beside it either (it used to be flushed before the cut was seen).
+    #[test]
+    fn cut_at_eof_releases_no_plain_text() {
+        let chunk = chat_chunk(
+            r#"{"index":0,"delta":{"content":"x SE"},"finish_reason":null}"#,
+            "null",
+        );
+        for eol in ["\n", "\r\n", "\r"] {
+            let input = format!("{chunk}: c\n\ndata: mail SE\n\nid: 2\n\n").replace('\n', eol);
+            let bytes = input.as_bytes();
+            for cut in 0..=bytes.len() {
+                let (out, rw) = run_chunks(
+                    Endpoint::ChatCompletions,
+                    &[&bytes[..cut], &bytes[cut..]],
+                    &mut Redact::default(),
+                );
+                let text = String::from_utf8_lossy(&out);
+                assert!(rw.stopped(), "{eol:?} cut {cut}: {text}");
+                assert_eq!(plain_datas(&out), ["mail "], "{eol:?} cut {cut}: {text}");
+                assert!(
+                    text.contains("upstream_stream_interrupted"),
+                    "{eol:?} cut {cut}: {text}"
+                );
+            }
+        }
+        // Without the cut (the JSON field ended), the plain run's held text is released at EOF.
+        let chunk = chat_chunk(
+            r#"{"index":0,"delta":{"content":"x"},"finish_reason":"stop"}"#,
+            "null",
+        );
+        let input = format!("{chunk}data: mail SE\n\n");
+        let (out, rw) = run_chunks(
+            Endpoint::ChatCompletions,
+            &[input.as_bytes()],
+            &mut Redact::default(),
+        );
+        assert!(!rw.stopped());
+        assert_eq!(plain_datas(&out), ["mail ", "SE"]);
     }
 
     fn plain_piece() -> impl Strategy<Value = String> {
