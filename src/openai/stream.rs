@@ -1298,9 +1298,21 @@ impl SseRewriter {
     /// error event ends the client's stream. Held-back text is exactly the text that could
     /// still grow into a finding (`card 4111 1111 1111 11` before its last digits): released,
     /// it would show part of a value; the response is incomplete anyway.
+    ///
+    /// After `data: [DONE]` the client's stream is already complete (every field was flushed
+    /// before it): an upstream that then resets, stalls or ends its framing early cut nothing,
+    /// and nothing is added — an error event there would turn a finished stream into a failed one.
     pub fn abort(&mut self, why: StreamCut, f: &mut dyn StreamFilter) -> Vec<u8> {
         let mut out = Vec::new();
         if self.state.stopped {
+            return out;
+        }
+        if self.state.done {
+            tracing::debug!(
+                endpoint = self.state.ep.route(),
+                cut = ?why,
+                "upstream ended abnormally after `data: [DONE]`; the client's stream was complete"
+            );
             return out;
         }
         self.splitter.discard();
@@ -1315,6 +1327,11 @@ impl SseRewriter {
     /// True once the error event was emitted: drop any further upstream bytes and close.
     pub fn stopped(&self) -> bool {
         self.state.stopped
+    }
+
+    /// True once `data: [DONE]` went out: the client's stream is complete.
+    pub fn done(&self) -> bool {
+        self.state.done
     }
 
     /// Token usage reported by the stream so far (last report wins).
@@ -2609,6 +2626,41 @@ mod tests {
                 &mut Identity,
             );
             assert_eq!(out, b"data: [DONE]\r\n\r\n", "cut {cut}");
+        }
+    }
+
+    /// An upstream that resets, stalls or cuts its framing after `data: [DONE]` cut nothing:
+    /// the client's stream was complete and gets no error event after `[DONE]` (it used to).
+    /// Before `[DONE]` the same abort still ends the stream with one.
+    #[test]
+    fn abort_after_done_adds_nothing() {
+        for why in [StreamCut::Interrupted, StreamCut::TimedOut] {
+            for eol in ["\n", "\r\n", "\r"] {
+                let input = (chat_stream() + "data: {\"late\":1}\n\n").replace('\n', eol);
+                let bytes = input.as_bytes();
+                let done_at = input.find("data: [DONE]").unwrap() + "data: [DONE]".len();
+                for cut in 0..=bytes.len() {
+                    let mut rw = SseRewriter::new(Endpoint::ChatCompletions);
+                    let mut f = Redact::default();
+                    let mut out = rw.push(&bytes[..cut], &mut f);
+                    out.extend(rw.abort(why, &mut f));
+                    let text = String::from_utf8(out).unwrap();
+                    // `[DONE]` is dispatched at the end of its blank line (`\r\n`: at its `\r`).
+                    let complete = cut >= done_at + if eol == "\r\n" { 3 } else { 2 };
+                    assert_eq!(
+                        text.contains("upstream_"),
+                        !complete,
+                        "{why:?} {eol:?} cut {cut}: {text}"
+                    );
+                    if complete {
+                        let tail = text.trim_end_matches(['\r', '\n']);
+                        assert!(
+                            tail.ends_with("data: [DONE]") && !rw.stopped(),
+                            "{why:?} {eol:?} cut {cut}: {text}"
+                        );
+                    }
+                }
+            }
         }
     }
 
