@@ -1101,3 +1101,24 @@ fn plain_text_events_are_redacted_across_event_boundaries() {
         assert_eq!(text.ends_with("data: [DONE]\n\n"), done, "{text}");
     }
 }
+
+/// An upstream whose connection ends abnormally after a complete stream (`[DONE]` sent, then
+/// the chunked body cut before its last chunk) cut nothing the client needed: the client's
+/// stream ends at `[DONE]` without an error event after it (it used to get one).
+#[test]
+fn upstream_cut_after_done_adds_no_error_event() {
+    let body = sse_body(&["hello ", "world"]) + "data: [DONE]\n\n";
+    for tail in ["", ": after\n\n"] {
+        let payload = body.clone() + tail;
+        let response = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n{payload}\r\n",
+            payload.len()
+        );
+        let (_j, resp) = chat_via_raw_upstream(response, 2, true, |_| {});
+        assert_eq!(resp.status(), 200);
+        let text = resp.text().unwrap();
+        assert_eq!(sse_chat_text(&text), "hello world", "{tail:?}: {text}");
+        assert!(text.ends_with("\n\ndata: [DONE]\n\n"), "{tail:?}: {text}");
+        assert!(!text.contains("error"), "{tail:?}: {text}");
+    }
+}

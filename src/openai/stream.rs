@@ -1260,6 +1260,23 @@ impl SseRewriter {
             stop = Some(Stop::TooLarge { limit });
         }
         if stop.is_none() {
+            match self.state.flush(f, |fl| fl != Field::Plain) {
+                // Text still held at EOF belongs to a field the upstream never ended (no
+                // `finish_reason`, `[DONE]`, `…done` or block stop): the stream was cut between
+                // events, and held text is what could still be the start of a value. This is
+                // decided first: a cut stream releases nothing held, plain text included.
+                Ok(pre) if !pre.is_empty() => {
+                    // A plain-text run still open ends unreleased.
+                    for a in std::mem::take(&mut self.state.active) {
+                        let _ = f.finish(a.field.key());
+                    }
+                    stop = Some(Stop::Cut(StreamCut::Interrupted));
+                }
+                Ok(_) => {}
+                Err(why) => stop = Some(why),
+            }
+        }
+        if stop.is_none() {
             // Plain-text events have no end marker: their stream ends with the response, and
             // the text still held is released (scanned whole) now.
             match self.state.flush(f, |fl| fl == Field::Plain) {
@@ -1268,16 +1285,6 @@ impl SseRewriter {
                     self.state.begin(&mut out);
                     out.extend_from_slice(&pre);
                 }
-                Err(why) => stop = Some(why),
-            }
-        }
-        if stop.is_none() {
-            match self.state.flush(f, |_| true) {
-                // Text still held at EOF belongs to a field the upstream never ended (no
-                // `finish_reason`, `[DONE]`, `…done` or block stop): the stream was cut between
-                // events, and held text is what could still be the start of a value.
-                Ok(pre) if !pre.is_empty() => stop = Some(Stop::Cut(StreamCut::Interrupted)),
-                Ok(_) => {}
                 Err(why) => stop = Some(why),
             }
         }
@@ -1291,9 +1298,21 @@ impl SseRewriter {
     /// error event ends the client's stream. Held-back text is exactly the text that could
     /// still grow into a finding (`card 4111 1111 1111 11` before its last digits): released,
     /// it would show part of a value; the response is incomplete anyway.
+    ///
+    /// After `data: [DONE]` the client's stream is already complete (every field was flushed
+    /// before it): an upstream that then resets, stalls or ends its framing early cut nothing,
+    /// and nothing is added — an error event there would turn a finished stream into a failed one.
     pub fn abort(&mut self, why: StreamCut, f: &mut dyn StreamFilter) -> Vec<u8> {
         let mut out = Vec::new();
         if self.state.stopped {
+            return out;
+        }
+        if self.state.done {
+            tracing::debug!(
+                endpoint = self.state.ep.route(),
+                cut = ?why,
+                "upstream ended abnormally after `data: [DONE]`; the client's stream was complete"
+            );
             return out;
         }
         self.splitter.discard();
@@ -1308,6 +1327,11 @@ impl SseRewriter {
     /// True once the error event was emitted: drop any further upstream bytes and close.
     pub fn stopped(&self) -> bool {
         self.state.stopped
+    }
+
+    /// True once `data: [DONE]` went out: the client's stream is complete.
+    pub fn done(&self) -> bool {
+        self.state.done
     }
 
     /// Token usage reported by the stream so far (last report wins).
@@ -2605,6 +2629,41 @@ mod tests {
         }
     }
 
+    /// An upstream that resets, stalls or cuts its framing after `data: [DONE]` cut nothing:
+    /// the client's stream was complete and gets no error event after `[DONE]` (it used to).
+    /// Before `[DONE]` the same abort still ends the stream with one.
+    #[test]
+    fn abort_after_done_adds_nothing() {
+        for why in [StreamCut::Interrupted, StreamCut::TimedOut] {
+            for eol in ["\n", "\r\n", "\r"] {
+                let input = (chat_stream() + "data: {\"late\":1}\n\n").replace('\n', eol);
+                let bytes = input.as_bytes();
+                let done_at = input.find("data: [DONE]").unwrap() + "data: [DONE]".len();
+                for cut in 0..=bytes.len() {
+                    let mut rw = SseRewriter::new(Endpoint::ChatCompletions);
+                    let mut f = Redact::default();
+                    let mut out = rw.push(&bytes[..cut], &mut f);
+                    out.extend(rw.abort(why, &mut f));
+                    let text = String::from_utf8(out).unwrap();
+                    // `[DONE]` is dispatched at the end of its blank line (`\r\n`: at its `\r`).
+                    let complete = cut >= done_at + if eol == "\r\n" { 3 } else { 2 };
+                    assert_eq!(
+                        text.contains("upstream_"),
+                        !complete,
+                        "{why:?} {eol:?} cut {cut}: {text}"
+                    );
+                    if complete {
+                        let tail = text.trim_end_matches(['\r', '\n']);
+                        assert!(
+                            tail.ends_with("data: [DONE]") && !rw.stopped(),
+                            "{why:?} {eol:?} cut {cut}: {text}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
     /// Comment lines are scanned like any text; a keep-alive passes byte for byte.
     #[test]
     fn comments_are_scanned_and_keepalives_pass() {
@@ -2703,6 +2762,47 @@ mod tests {
             !text.contains("SE\n") && text.contains("upstream_stream_interrupted"),
             "{text}"
         );
+    }
+
+    /// EOF while a JSON field still holds text is a cut, and a cut releases nothing held: not
+    /// the plain-text run open beside it either (it used to be flushed before the cut was seen).
+    #[test]
+    fn cut_at_eof_releases_no_plain_text() {
+        let chunk = chat_chunk(
+            r#"{"index":0,"delta":{"content":"x SE"},"finish_reason":null}"#,
+            "null",
+        );
+        for eol in ["\n", "\r\n", "\r"] {
+            let input = format!("{chunk}: c\n\ndata: mail SE\n\nid: 2\n\n").replace('\n', eol);
+            let bytes = input.as_bytes();
+            for cut in 0..=bytes.len() {
+                let (out, rw) = run_chunks(
+                    Endpoint::ChatCompletions,
+                    &[&bytes[..cut], &bytes[cut..]],
+                    &mut Redact::default(),
+                );
+                let text = String::from_utf8_lossy(&out);
+                assert!(rw.stopped(), "{eol:?} cut {cut}: {text}");
+                assert_eq!(plain_datas(&out), ["mail "], "{eol:?} cut {cut}: {text}");
+                assert!(
+                    text.contains("upstream_stream_interrupted"),
+                    "{eol:?} cut {cut}: {text}"
+                );
+            }
+        }
+        // Without the cut (the JSON field ended), the plain run's held text is released at EOF.
+        let chunk = chat_chunk(
+            r#"{"index":0,"delta":{"content":"x"},"finish_reason":"stop"}"#,
+            "null",
+        );
+        let input = format!("{chunk}data: mail SE\n\n");
+        let (out, rw) = run_chunks(
+            Endpoint::ChatCompletions,
+            &[input.as_bytes()],
+            &mut Redact::default(),
+        );
+        assert!(!rw.stopped());
+        assert_eq!(plain_datas(&out), ["mail ", "SE"]);
     }
 
     fn plain_piece() -> impl Strategy<Value = String> {

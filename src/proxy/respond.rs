@@ -74,9 +74,11 @@ pub async fn on_fail(
 ) -> FailToProxy {
     if session.response_written().is_some() {
         let tail = stream_cut_tail(app, ctx, e);
+        // A stream the client already has whole (`[DONE]` went out) still ends cleanly.
+        let complete = matches!(&ctx.response_mode, ResponseMode::Sse(rw) if rw.done());
         let status = ctx.status;
         super::finish::audit_before_completion(app, ctx, status);
-        if !tail.is_empty() {
+        if !tail.is_empty() || complete {
             let _ = session
                 .write_response_body(Some(Bytes::from(tail)), true)
                 .await;
