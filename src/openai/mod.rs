@@ -70,11 +70,74 @@ pub trait StreamFilter {
 
 /// Reads model, stream flag and end-user id. An empty (whitespace-only) body yields the default.
 pub fn inspect_request(body: &[u8]) -> Result<RequestInfo, BodyError> {
+    Ok(parse_request(body)?.info())
+}
+
+/// A request body parsed once (strictly): read for routing, then filtered and spliced.
+pub struct ParsedRequest<'a> {
+    body: &'a [u8],
+    text: &'a str,
+    root: Option<json::Node<'a>>,
+}
+
+/// Parses a request body strictly; an empty (whitespace-only) body has no root.
+pub fn parse_request(body: &[u8]) -> Result<ParsedRequest<'_>, BodyError> {
     let text = std::str::from_utf8(body).map_err(|_| BodyError::InvalidUtf8)?;
-    Ok(json::parse_object(text)?
-        .as_ref()
-        .map(RequestInfo::from_root)
-        .unwrap_or_default())
+    Ok(ParsedRequest {
+        body,
+        text,
+        root: json::parse_object(text)?,
+    })
+}
+
+impl ParsedRequest<'_> {
+    /// Model, stream flag and end-user id (the default for an empty body).
+    pub fn info(&self) -> RequestInfo {
+        self.root
+            .as_ref()
+            .map(RequestInfo::from_root)
+            .unwrap_or_default()
+    }
+
+    /// [`rewrite_request_body`] on this parse.
+    pub fn rewrite(
+        self,
+        ep: Endpoint,
+        f: &mut dyn TextFilter,
+        model: Option<&str>,
+    ) -> Result<Option<Vec<u8>>, BodyError> {
+        let ParsedRequest { body, text, root } = self;
+        let Some(mut root) = root else {
+            return match model {
+                Some(_) => Err(BodyError::NotAnObject),
+                None => Ok(None),
+            };
+        };
+        let mut changed = false;
+        if ep.has_content() {
+            let mut w = walker::Walk::new(f);
+            w.request(ep, &mut root);
+            changed = w.changed;
+        }
+        let mut model_elsewhere = None;
+        if let Some(model) = model {
+            match root.get_mut("model") {
+                Some(m) if m.is_string() => {
+                    if m.as_str().as_deref() != Some(model) {
+                        m.set_string(model.to_string());
+                        changed = true;
+                    }
+                }
+                // Absent or not a string (rare): the generic path appends or replaces it.
+                _ => model_elsewhere = Some(model),
+            }
+        }
+        let out = changed.then(|| json::splice(text, &root));
+        match model_elsewhere {
+            Some(model) => set_model(out.as_deref().unwrap_or(body), model).map(Some),
+            None => Ok(out),
+        }
+    }
 }
 
 impl RequestInfo {
@@ -102,37 +165,7 @@ pub fn rewrite_request_body(
     f: &mut dyn TextFilter,
     model: Option<&str>,
 ) -> Result<Option<Vec<u8>>, BodyError> {
-    let text = std::str::from_utf8(body).map_err(|_| BodyError::InvalidUtf8)?;
-    let Some(mut root) = json::parse_object(text)? else {
-        return match model {
-            Some(_) => Err(BodyError::NotAnObject),
-            None => Ok(None),
-        };
-    };
-    let mut changed = false;
-    if ep.has_content() {
-        let mut w = walker::Walk::new(f);
-        w.request(ep, &mut root);
-        changed = w.changed;
-    }
-    let mut model_elsewhere = None;
-    if let Some(model) = model {
-        match root.get_mut("model") {
-            Some(m) if m.is_string() => {
-                if m.as_str().as_deref() != Some(model) {
-                    m.set_string(model.to_string());
-                    changed = true;
-                }
-            }
-            // Absent or not a string (rare): the generic path appends or replaces it.
-            _ => model_elsewhere = Some(model),
-        }
-    }
-    let out = changed.then(|| json::splice(text, &root));
-    match model_elsewhere {
-        Some(model) => set_model(out.as_deref().unwrap_or(body), model).map(Some),
-        None => Ok(out),
-    }
+    parse_request(body)?.rewrite(ep, f, model)
 }
 
 /// Rewrites the content fields of a request body. `Ok(None)`: nothing changed (or the endpoint has

@@ -161,7 +161,8 @@ pub async fn admit(app: &App, session: &mut Session, ctx: &mut RequestCtx) -> Op
     // upstream gets an exact Content-Length. Pingora replays the body from its 64 KiB buffer to
     // `request_body_filter`, which sends the rewritten bytes. Larger or chunked bodies are
     // inspected while they stream (request_body.rs) and routed by path.
-    let mut parsed = None;
+    // One parse of the body: read here for routing, rewritten after it.
+    let mut decoded = None;
     if ctx.inspect_request {
         if let Some(len) = content_length.filter(|l| *l <= PREREAD_LIMIT as u64) {
             let raw = match preread(session, len as usize).await {
@@ -177,17 +178,24 @@ pub async fn admit(app: &App, session: &mut Session, ctx: &mut RequestCtx) -> Op
                 }
             };
             ctx.request_scan_time.0 = Some(std::time::SystemTime::now());
-            match request_body::parse(ctx, &raw) {
-                Ok(p) => {
-                    if let request_body::Parsed::Json(_, info) = &p {
-                        ctx.dispatch_model = info.model.clone();
-                    }
-                    parsed = Some(p);
-                }
+            match request_body::decode(ctx, &raw) {
+                Ok(d) => decoded = Some(d),
                 Err(err) => return Some(err),
             }
         }
     }
+    let parsed = match &decoded {
+        Some(request_body::Decoded::Body(body)) => match request_body::parse(ctx, body) {
+            Ok(req) => {
+                if let Some(req) = &req {
+                    ctx.dispatch_model = req.info().model;
+                }
+                req
+            }
+            Err(err) => return Some(err),
+        },
+        _ => None,
+    };
     match snap.gateway.route(&path, ctx.dispatch_model.as_deref()) {
         Ok(target) => {
             ctx.upstream = Some(target.upstream);
@@ -206,10 +214,14 @@ pub async fn admit(app: &App, session: &mut Session, ctx: &mut RequestCtx) -> Op
         }
     }
 
-    if let Some(p) = parsed {
-        let out = match p {
-            request_body::Parsed::Json(decoded, info) => request_body::evaluate(ctx, decoded, info),
-            request_body::Parsed::Unscanned(bytes) => Ok(bytes),
+    if let Some(d) = &decoded {
+        let out = match (d, parsed) {
+            (request_body::Decoded::Body(body), Some(req)) => {
+                request_body::evaluate(ctx, body, req)
+            }
+            (request_body::Decoded::Body(body) | request_body::Decoded::Unscanned(body), _) => {
+                Ok(body.clone())
+            }
         };
         ctx.request_scan_time.1 = Some(std::time::SystemTime::now());
         match out {

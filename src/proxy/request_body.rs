@@ -76,35 +76,51 @@ fn handle(_app: &App, body: &mut Option<Bytes>, eos: bool, ctx: &mut RequestCtx)
     Ok(())
 }
 
-/// A complete request body, decoded and parsed — or forwarded unscanned (fail-open).
-pub enum Parsed {
-    Json(Bytes, openai::RequestInfo),
+/// A complete request body, decoded (gzip) for parsing — or forwarded unscanned (fail-open).
+pub enum Decoded {
+    Body(Bytes),
     Unscanned(Bytes),
 }
 
 /// Parse, evaluate and rewrite the complete body. Returns the bytes to send upstream.
 fn process(ctx: &mut RequestCtx, raw: &Bytes) -> std::result::Result<Bytes, ClientError> {
-    match parse(ctx, raw)? {
-        Parsed::Json(decoded, info) => evaluate(ctx, decoded, info),
-        Parsed::Unscanned(bytes) => Ok(bytes),
+    let decoded = match decode(ctx, raw)? {
+        Decoded::Body(b) => b,
+        Decoded::Unscanned(b) => return Ok(b),
+    };
+    match parse(ctx, &decoded)? {
+        Some(req) => evaluate(ctx, &decoded, req),
+        None => Ok(decoded.clone()),
     }
 }
 
-/// Decode (gzip) and parse the body as OpenAI JSON, honouring `body.on_unparseable`.
-pub fn parse(ctx: &mut RequestCtx, raw: &Bytes) -> std::result::Result<Parsed, ClientError> {
-    let snap = ctx.snap.clone();
-    let fail_mode = snap.config.body.on_unparseable;
-    let decoded: Bytes = if ctx.request_gzip {
-        match gunzip_bounded(raw, snap.config.body.max_bytes) {
-            Ok(b) => Bytes::from(b),
-            Err(msg) => return unparseable(ctx, fail_mode, raw, &msg).map(Parsed::Unscanned),
+/// Decodes a gzip body (bounded), honouring `body.on_unparseable` when it cannot be.
+pub fn decode(ctx: &mut RequestCtx, raw: &Bytes) -> std::result::Result<Decoded, ClientError> {
+    if !ctx.request_gzip {
+        return Ok(Decoded::Body(raw.clone()));
+    }
+    let max = ctx.snap.config.body.max_bytes;
+    match gunzip_bounded(raw, max) {
+        Ok(b) => Ok(Decoded::Body(Bytes::from(b))),
+        Err(msg) => {
+            let mode = ctx.snap.config.body.on_unparseable;
+            unparseable(ctx, mode, raw, &msg).map(Decoded::Unscanned)
         }
-    } else {
-        raw.clone()
-    };
-    match openai::inspect_request(&decoded) {
-        Ok(info) => Ok(Parsed::Json(decoded, info)),
-        Err(e) => unparseable(ctx, fail_mode, &decoded, &e.to_string()).map(Parsed::Unscanned),
+    }
+}
+
+/// Parses a decoded body as OpenAI JSON, once: the parse is read for routing and then
+/// rewritten. `Ok(None)`: unparseable and forwarded as is (fail-open, `ctx.unscanned`).
+pub fn parse<'a>(
+    ctx: &mut RequestCtx,
+    decoded: &'a Bytes,
+) -> std::result::Result<Option<openai::ParsedRequest<'a>>, ClientError> {
+    match openai::parse_request(decoded) {
+        Ok(req) => Ok(Some(req)),
+        Err(e) => {
+            let mode = ctx.snap.config.body.on_unparseable;
+            unparseable(ctx, mode, decoded, &e.to_string()).map(|_| None)
+        }
     }
 }
 
@@ -112,11 +128,12 @@ pub fn parse(ctx: &mut RequestCtx, raw: &Bytes) -> std::result::Result<Parsed, C
 /// body to send upstream, or the error to answer with.
 pub fn evaluate(
     ctx: &mut RequestCtx,
-    decoded: Bytes,
-    info: openai::RequestInfo,
+    decoded: &Bytes,
+    req: openai::ParsedRequest<'_>,
 ) -> std::result::Result<Bytes, ClientError> {
     let snap = ctx.snap.clone();
     let fail_mode = snap.config.body.on_unparseable;
+    let info = req.info();
     ctx.model = info.model.clone();
     ctx.stream_requested = info.stream;
     if ctx.subject.is_none() {
@@ -157,12 +174,7 @@ pub fn evaluate(
     }
     let rewritten = {
         let mut filter = |t: &str| ev.rewrite_text(Direction::Request, t);
-        openai::rewrite_request_body(
-            ctx.endpoint,
-            &decoded,
-            &mut filter,
-            ctx.model_rewrite.as_deref(),
-        )
+        req.rewrite(ctx.endpoint, &mut filter, ctx.model_rewrite.as_deref())
     };
     let blocked = ev.blocked().cloned();
     ctx.evaluator = Some(ev);
@@ -171,8 +183,8 @@ pub fn evaluate(
     }
     match rewritten {
         Ok(Some(new_body)) => Ok(Bytes::from(new_body)),
-        Ok(None) => Ok(decoded),
-        Err(e) => unparseable(ctx, fail_mode, &decoded, &e.to_string()),
+        Ok(None) => Ok(decoded.clone()),
+        Err(e) => unparseable(ctx, fail_mode, decoded, &e.to_string()),
     }
 }
 
