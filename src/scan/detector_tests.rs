@@ -247,6 +247,54 @@ fn phone() {
         "phone",
         &[("call +44 20 7946 0958 2024 ok", "+44 20 7946 0958")],
     );
+    // International numbers without '+' after a phone word: MSISDN-style runs (the country
+    // code must fit the length) and a country code in front of groups (the phone word is
+    // not part of the finding).
+    assert_tp(
+        "phone",
+        &[
+            ("phone: 447911123456", "447911123456"),
+            ("tel 14155550134", "14155550134"),
+            ("call 4917612345678", "4917612345678"),
+            ("Mobile: 8613800138000 (CN)", "8613800138000"),
+            ("whatsapp 971501234567", "971501234567"),
+            ("phone 44 20 7946 0958", "44 20 7946 0958"),
+            ("Tel: 49 151 12345678", "49 151 12345678"),
+            ("mobile 33 6 12 34 56 78", "33 6 12 34 56 78"),
+            ("whatsapp: 91 98765 43210", "91 98765 43210"),
+            ("Phone number: 44 7911 123456", "44 7911 123456"),
+            ("TELEPHONE 7 912 345-67-89", "7 912 345-67-89"),
+            ("call 1 415 555 2671", "1 415 555 2671"),
+            ("tel 44 20 7946 0958 2024 ok", "44 20 7946 0958"),
+            ("Tel 353 87 123 4567 x12", "353 87 123 4567 x12"),
+        ],
+    );
+    // A 13-digit run that passes Luhn with a Visa prefix is reported as the card it may be
+    // (redacted either way).
+    assert_tp("credit_card", &[("call 4915112345678", "4915112345678")]);
+    assert_fp(
+        "phone",
+        &[
+            // "call"/"contact"/"dial" count only right before the number
+            "call stack depth 1234567890",
+            "the call count was 1234567890",
+            "contact id 1234567890",
+            "dial tone after 4155552671",
+            // no country code fits, an amount, a date, too short, not after a phone word
+            "phone 1234567890123",
+            "tel 7 1234 5678",
+            "call 44 000 000 000",
+            "call 44 100 000 000",
+            "000 000 000",
+            "call 12 345 678 901",
+            "tel 44 2024-01-15",
+            "phone 1 2 3 4 5 6 7 8 9",
+            "phone 44 20",
+            "id 4915112345678",
+            "call 99 123 456 789 0",
+            "sms 0 44 20 7946",
+        ],
+    );
     assert_fp(
         "phone",
         &[
@@ -341,6 +389,17 @@ fn credit_card() {
         "credit_card",
         &[("card: 4242424242424242.", "4242424242424242")],
     );
+    // Dots, and mixed separators in the 4-4-4-4 shape (Luhn still required).
+    tp_embedded(
+        "credit_card",
+        &[
+            "4111.1111.1111.1111",
+            "3782.822463.10005",
+            "4111 1111-1111 1111",
+            "4111-1111 1111-1111",
+            "5555.5555 5555-4444",
+        ],
+    );
     assert_tp(
         "credit_card",
         &[
@@ -354,7 +413,9 @@ fn credit_card() {
             "4111 1111 1111 1112",
             "order 1234567890123456",
             "0000 0000 0000 0000",
-            "4111-1111 1111-1111",
+            "4111.1111.1111.1112",
+            "4111 1111-1111 1112",
+            "4111 1111-1111.111",
             "9999999999999995",
             "41111111111111111111111",
             "x4111111111111111",
@@ -367,6 +428,7 @@ fn credit_card() {
             "4417 7763 1706 8",
             "4417 776 3170 69",
             "4417 7763-1706 9",
+            "3782 822463-10005",
             "2205 7302 5084 3365",
             "8312 3456 7890 1237",
         ],
@@ -416,6 +478,12 @@ fn us_ssn() {
             ("Social Security Number: 328990359", "328990359"),
             ("SSN: 328.99.0359", "328.99.0359"),
             ("my ssn is 219099999.", "219099999"),
+            // "social" right before the number
+            ("my social is 813741321.", "813741321"),
+            ("Social: 328.99.0359", "328.99.0359"),
+            ("social security no. 748538820", "748538820"),
+            ("social 123-45-6789", "123-45-6789"),
+            ("social security no. 123 45 6789", "123 45 6789"),
         ],
     );
     assert_fp(
@@ -438,8 +506,54 @@ fn us_ssn() {
             "SSN: 1748538820",
             "ssn: 748538820.5",
             "lessn 748538820",
+            "social media followers 748538820",
+            "antisocial 748538820",
+            "social 2024 budget 748538820",
         ],
     );
+}
+
+#[test]
+fn us_itin() {
+    tp_embedded(
+        "us_itin",
+        &[
+            "912-70-1234",
+            "900-50-0001",
+            "999 88 9999",
+            "923-65-4321",
+            "987-90-1234",
+            "955-94-1234",
+        ],
+    );
+    assert_tp(
+        "us_itin",
+        &[
+            ("ITIN: 912701234", "912701234"),
+            ("TIN 912.70.1234", "912.70.1234"),
+            ("SSN: 981781234", "981781234"),
+            ("taxpayer id 912-70-1234 ok", "912-70-1234"),
+        ],
+    );
+    assert_fp(
+        "us_itin",
+        &[
+            "912-69-1234",
+            "912-93-1234",
+            "912-89-1234",
+            "912-49-1234",
+            "912-70-0000",
+            "912 70-1234",
+            "812-70-1234",
+            "order 912701234",
+            "version 912.70.1234",
+            "9912-70-1234",
+            "912-70-12345",
+            "ITIN: 912691234",
+        ],
+    );
+    // An ITIN is not an SSN (9XX is not an SSN area).
+    assert_fp("us_ssn", &["912-70-1234", "ITIN: 912701234"]);
 }
 
 #[test]
@@ -474,6 +588,29 @@ fn iban() {
         "iban",
         &[("BE68 5390 0754 7034 2024", "BE68 5390 0754 7034")],
     );
+    // Glued to the word IBAN or to a lowercase word; no-break spaces between groups.
+    assert_tp(
+        "iban",
+        &[
+            ("IBANDE89370400440532013000", "DE89370400440532013000"),
+            ("ibanDE89370400440532013000.", "DE89370400440532013000"),
+            ("IBANde89370400440532013000", "de89370400440532013000"),
+            ("KontoDE89370400440532013000", "DE89370400440532013000"),
+            ("IBAN:GB82WEST12345698765432", "GB82WEST12345698765432"),
+            (
+                "IBAN DE89\u{a0}3704\u{a0}0044\u{a0}0532\u{a0}0130\u{a0}00 ok",
+                "DE89\u{a0}3704\u{a0}0044\u{a0}0532\u{a0}0130\u{a0}00",
+            ),
+            (
+                "GB82\u{a0}WEST\u{a0}1234\u{a0}5698\u{a0}7654\u{a0}32",
+                "GB82\u{a0}WEST\u{a0}1234\u{a0}5698\u{a0}7654\u{a0}32",
+            ),
+            (
+                "BE68\u{a0}5390\u{a0}0754\u{a0}7034 2024",
+                "BE68\u{a0}5390\u{a0}0754\u{a0}7034",
+            ),
+        ],
+    );
     assert_fp(
         "iban",
         &[
@@ -488,6 +625,12 @@ fn iban() {
             "id de89370400440532013000",
             "de63 0256 7796 3778 4925 98",
             "NL29-GKTD-0636-0340-48",
+            "KontoDE89370400440532013001",
+            "IBANXX89370400440532013000",
+            "KONTODE89370400440532013000",
+            "kontode89370400440532013000",
+            "DE89\u{a0}3704\u{a0}0044\u{a0}0532\u{a0}0130\u{a0}01",
+            "camelCaseDE12xyzabcdefghijkl",
         ],
     );
 }
@@ -554,6 +697,15 @@ fn ipv6() {
             ),
             ("addr:fe80::1ff:fe23:4567:890a", "fe80::1ff:fe23:4567:890a"),
             ("ip: 2001:db8::1", "2001:db8::1"),
+            // a zone id belongs to the address
+            ("ping fe80::1%eth0 now", "fe80::1%eth0"),
+            (
+                "fe80::1ff:fe23:4567:890a%en0.",
+                "fe80::1ff:fe23:4567:890a%en0",
+            ),
+            ("http://[fe80::1%25eth0]:8080/", "fe80::1%25eth0"),
+            ("ff02::1%3", "ff02::1%3"),
+            ("at fe80::1% load", "fe80::1"),
         ],
     );
     assert_fp(
@@ -572,6 +724,8 @@ fn ipv6() {
             "id:1:2:3:4:5:6:7:8:9",
             "x:y:1:2:3:4:5:6:7:8",
             "mac 00:1A:2B:3C:4D:5E:6F:70:81",
+            "dead::beef%eth0",
+            "fe80::1%eth0toolonginterfacename",
         ],
     );
 }
@@ -618,6 +772,16 @@ fn crypto_wallet() {
             "0x52908400098527886E0F7030069857D2E4169EE7",
             "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed",
             "0xde709f2102306220921060314715629080e2fb77",
+            // Litecoin (L, M, ltc1), Dogecoin (D), Bitcoin testnet (2, tb1)
+            "LVuDpNCSSj6pQ7t9Pv6d6sUkLKoqDEVUnJ",
+            "MJaRnao1s62a2zAKSkmG582KbLKianqb7v",
+            "ltc1qw508d6qejxtdg4y5r3zarvary0c5xw7kgmn4n9",
+            "ltc1p587wgd3c2nlc3r8lfw88sawkqrpxsgusgy4geaumxlgtzy2gkraq5lfvr3",
+            "DFpN6QqFfUm3gKNaxN6tNcab1FArL9cZLE",
+            "DDtVZs8ytb9yDScaQQdJ3Nrzhwu3xfieJm",
+            "2N3vVYSK5XRgVSGWy21PnsRmBUywSQNdCsf",
+            "tb1qw508d6qejxtdg4y5r3zarvary0c5xw7kxpjzsx",
+            "tb1qrp33g0q5c5txsp9arysrx4k6zdkfs4nce4xj0gdcccefvpysxf3q0sl5k7",
         ],
     );
     assert_fp(
@@ -629,8 +793,28 @@ fn crypto_wallet() {
             "0x1234abcd",
             "1111111111111111111111111111",
             "0x52908400098527886E0F7030069857D2E4169EE",
-            "tb1qw508d6qejxtdg4y5r3zarvary0c5xw7kxpjzsx",
             "31415926535897932384626433832795",
+            // one character off: checksums fail
+            "LVuDpNCSSj6pQ7t9Pv6d6sUkLKoqDEVUnK",
+            "MJaRnao1s62a2zAKSkmG582KbLKianqb7w",
+            "ltc1qw508d6qejxtdg4y5r3zarvary0c5xw7kgmn4n8",
+            "DFpN6QqFfUm3gKNaxN6tNcab1FArL9cZLF",
+            "mrCDrCybB6J1vRfbwM5hemdJz73FwDBC8s",
+            // testnet P2PKH (m/n) is not looked for (a base58 run from every m/n word costs
+            // scan throughput; testnet coins have no value)
+            "mrCDrCybB6J1vRfbwM5hemdJz73FwDBC8r",
+            "2N3vVYSK5XRgVSGWy21PnsRmBUywSQNdCsg",
+            "tb1qw508d6qejxtdg4y5r3zarvary0c5xw7kxpjzsy",
+            // a valid hash160 under a version byte no wallet here uses (Dogecoin P2SH,
+            // Litecoin testnet): not reported
+            "A37YDYSwz3438rFtm1SLVcQHyD7JeueC9H",
+            "QXHFfTBKYXjaaTH1e7Rox8CcdNPGHVhM59",
+            // a wrong hrp with a valid checksum
+            "tc1p0xlxvlhemja6c4dqv22uapctqupfhlxm9h8z3k2e72q4k9hcz7vq5zuyut",
+            // long identifiers and words with wallet first letters
+            "MaximumLengthOfConfigurationKeys",
+            "DefaultNetworkInterfaceProvider",
+            "mySuperLongVariableNameForTesting",
         ],
     );
 }
@@ -680,9 +864,31 @@ fn api_keys() {
     );
     let stripe = format!("sk_live_{}", rand_alnum(11, 24));
     let stripe_r = format!("rk_live_{}", rand_alnum(12, 24));
+    let whsec = format!("whsec_{}", rand_alnum(17, 32));
     tp_embedded(
         "api_key.stripe",
-        &[&stripe, &stripe_r, "sk_test_4eC39HqLyjWDarjtT1zdp7dc"],
+        &[
+            &stripe,
+            &stripe_r,
+            "sk_test_4eC39HqLyjWDarjtT1zdp7dc",
+            &whsec,
+        ],
+    );
+    let webhook = format!(
+        "https://hooks.slack.com/services/T0A1B2C3D/B4E5F6G7H/{}",
+        rand_alnum(18, 24)
+    );
+    let workflow = format!(
+        "https://hooks.slack.com/workflows/T0A1B2C3D/A04J5K6L7M8/123456789012345678/{}",
+        rand_alnum(19, 24)
+    );
+    tp_embedded("api_key.slack", &[&webhook, &workflow]);
+    assert_tp(
+        "api_key.slack",
+        &[(
+            format!("curl -X POST {webhook} -d @payload.json").as_str(),
+            webhook.as_str(),
+        )],
     );
 
     for (label, texts) in [
@@ -728,10 +934,26 @@ fn api_keys() {
             ],
         ),
         (
+            "api_key.slack",
+            vec![
+                // documentation placeholders and bare endpoints
+                "https://hooks.slack.com/services/T00000000/B00000000/XXXXXXXXXXXXXXXXXXXXXXXX"
+                    .to_string(),
+                "https://hooks.slack.com/services/".to_string(),
+                "https://hooks.slack.com/services/T0A1B2C3D/B4E5F6G7H".to_string(),
+                "https://api.slack.com/messaging/webhooks".to_string(),
+            ],
+        ),
+        (
             "api_key.stripe",
             vec![
+                // Publishable keys are public by design (they ship in every checkout page):
+                // not secrets, not redacted.
                 format!("pk_live_{}", rand_alnum(16, 24)),
+                format!("pk_test_{}", rand_alnum(20, 24)),
                 "sk_live_short".to_string(),
+                "whsec_short".to_string(),
+                format!("whsec_{}", "x".repeat(32)),
             ],
         ),
     ] {

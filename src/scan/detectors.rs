@@ -25,8 +25,15 @@ pub(crate) const PEM_MAX_BODY: usize = 8 * 1024;
 /// Bytes before a 9-digit candidate searched for a routing-number keyword.
 const ROUTING_CONTEXT: usize = 32;
 
+/// Longest IPv6 zone id (`%eth0`, `%25eth0.100`) redacted with its address.
+const IPV6_ZONE_MAX: usize = 16;
+
 /// Bytes before a compact lowercase IBAN searched for the word "IBAN".
 const IBAN_CONTEXT: usize = 32;
+
+/// Bytes an IBAN written with no-break spaces may run past its first four characters (30
+/// more characters and up to eight two-byte separators).
+const IBAN_NBSP_EXTRA: usize = 48;
 
 /// Bytes before an unseparated or dotted SSN candidate searched for an SSN keyword.
 const SSN_CONTEXT: usize = 32;
@@ -35,26 +42,96 @@ const SSN_CONTEXT: usize = 32;
 /// "Social Security Number: 328990359").
 const SSN_WORDS: [&[u8]; 4] = [b"ssn", b"social security", b"soc sec", b"soc. sec"];
 
+/// "social" alone ("my social is 813741321") announces an SSN only right before the number,
+/// with at most these words in between ("social media 123456789" is not one).
+const SSN_FILLERS: &[&[u8]] = &[
+    b"security",
+    b"sec",
+    b"no",
+    b"nr",
+    b"num",
+    b"number",
+    b"is",
+    b"was",
+    b"my",
+    b"his",
+    b"her",
+    b"their",
+    b"your",
+    b"the",
+    b"card",
+    b"id",
+    b"s",
+];
+
+/// Keywords announcing an ITIN written without dashes ("ITIN: 912701234"); an ITIN is often
+/// given where an SSN is asked for.
+const ITIN_WORDS: [&[u8]; 5] = [b"itin", b"tin", b"taxpayer", b"tax id", b"ssn"];
+
 /// Bytes before a phone candidate without a shape of its own (ten bare digits, other
 /// national formats) searched for a phone word.
 const PHONE_CONTEXT: usize = 32;
 
 /// Word starts that make a shapeless number a phone number ("tel" covers "telephone" and
-/// "teléfono", "mobil" "mobile", "cel" "cell"/"celular", "call" "called"/"calling").
+/// "teléfono", "mobil" "mobile", "cel" "cell"/"celular"), anywhere in [`PHONE_CONTEXT`].
 /// "text" and "reach" were tried and dropped: "the text 2024 1234 5678", "reach 12 000 000".
-const PHONE_WORDS: [&[u8]; 12] = [
+const PHONE_WORDS: [&[u8]; 9] = [
     b"phone",
     b"tel",
     b"tlf",
-    b"call",
     b"mobil",
     b"cel",
     b"handy",
-    b"contact",
     b"fax",
     b"sms",
     b"whatsapp",
-    b"dial",
+];
+
+/// Phone words that are as often something else ("call stack depth 1234567890", "contact id
+/// 1234567890", "dial 10 times"): they count only right before the number ("call" covers
+/// "calls"/"called"/"calling"), with at most [`PHONE_FILLERS`] in between ("call me at …").
+const ADJACENT_PHONE_WORDS: [&[u8]; 3] = [b"call", b"contact", b"dial"];
+
+const PHONE_FILLERS: &[&[u8]] = &[
+    b"me",
+    b"us",
+    b"him",
+    b"her",
+    b"them",
+    b"at",
+    b"on",
+    b"to",
+    b"from",
+    b"is",
+    b"are",
+    b"my",
+    b"our",
+    b"your",
+    b"his",
+    b"their",
+    b"the",
+    b"a",
+    b"number",
+    b"no",
+    b"nr",
+    b"num",
+    b"now",
+    b"or",
+    b"via",
+    b"back",
+    b"directly",
+    b"anytime",
+    b"today",
+    b"tomorrow",
+    b"toll",
+    b"free",
+    b"office",
+    b"home",
+    b"work",
+    b"line",
+    b"direct",
+    b"details",
+    b"info",
 ];
 
 /// Non-ASCII letters an e-mail address may contain: Latin-1 and Latin Extended letters
@@ -77,7 +154,8 @@ pub(crate) fn find(name: &str) -> Option<&'static Builtin> {
 }
 
 /// IPv6 candidates: full 8-group form (optionally with an IPv4 tail) or any form with `::`.
-/// Bare `12:30:45` times never become candidates.
+/// Bare `12:30:45` times never become candidates. A `%zone` id after the address is added
+/// by the validator (in the regex it cost ~0.5 % scan throughput for a rare suffix).
 pub(crate) fn ipv6_pattern() -> String {
     let h = "[0-9A-Fa-f]{1,4}";
     let v4 = format!(r"{OCTET}(?:\.{OCTET}){{3}}");
@@ -136,21 +214,30 @@ static BUILTINS: &[Builtin] = &[
             // 767", "45 2755-9746", "22 340 33 07"); the validator wants a phone word right
             // before it. (A two-group form would make every "2024 12" a candidate: -7 % scan
             // throughput in benches/scanner.rs for little recall.)
-            r"|\b\d{2,4}[ \-]\d{3,4}[ \-]\d{2,4}(?:[ \-]\d{2,4})?|\b\d{2}[ \-]\d{4}[ \-]\d{4}|\b\d{8,12}",
+            // 13-15 bare digits: a country code without '+' (MSISDN "4915112345678"), checked
+            // against the code's length, after a phone word.
+            r"|\b\d{2,4}[ \-]\d{3,4}[ \-]\d{2,4}(?:[ \-]\d{2,4})?|\b\d{2}[ \-]\d{4}[ \-]\d{4}|\b\d{8,15}",
+            // a country code without '+' in front of groups ("phone 44 20 7946 0958"): the
+            // phone word is part of the candidate, so prose never pays for these loose digit
+            // groups; the validator keeps the number only (from its first digit).
+            r"|(?i:\b(?:phone|tel|tlf|mobil|cel|handy|fax|whatsapp|call|contact)[a-z]{0,7}",
+            r#"(?:[\x20\t:.#=>("'\-]{1,4}(?:number|no|nr|num)?){1,2})"#,
+            r"[1-9]\d{0,2}(?:[ .\-]\d{1,8}){2,6}",
             // optional extension: x123, ext. 123, #123
             r")(?:[ ]?(?:x|ext\.?|#)[ ]?\d{1,6})?\b",
         ),
         validate: phone,
-        rank: 18,
+        rank: 19,
         extra_len: 0,
     },
     Builtin {
         name: "credit_card",
-        // 12-19 digits, or groups of 3-6 digits with single space/dash separators, the last
-        // group possibly short after groups of four ("4417 7763 1706 9" Visa 13, "3830-7217-
-        // 1027-27" Diners 14, "6251 8788 0345 5033 65" UnionPay 18); the validator checks
-        // one separator kind, 12-19 digits in a group-aligned prefix; 12 only for Maestro.
-        pattern: r"(?-u)\b(?:\d{12,19}|\d{3,6}(?:[ \-]\d{3,6}){1,5}(?:[ \-]\d{1,2})?)\b",
+        // 12-19 digits, or groups of 3-6 digits with single space/dash/dot separators, the
+        // last group possibly short after groups of four ("4417 7763 1706 9" Visa 13, "3830-
+        // 7217-1027-27" Diners 14, "6251 8788 0345 5033 65" UnionPay 18); the validator
+        // checks one separator kind (mixed only in 4-4-4-4: "4111 1111-1111 1111"), 12-19
+        // digits in a group-aligned prefix; 12 only for Maestro.
+        pattern: r"(?-u)\b(?:\d{12,19}|\d{3,6}(?:[ .\-]\d{3,6}){1,5}(?:[ .\-]\d{1,2})?)\b",
         validate: credit_card,
         rank: 14,
         extra_len: 0,
@@ -165,38 +252,62 @@ static BUILTINS: &[Builtin] = &[
         extra_len: 0,
     },
     Builtin {
+        name: "us_itin",
+        // IRS ITIN, 9XX-GG-SSSS (group 50-65, 70-88, 90-92, 94-99), written like an SSN: 3-2-4
+        // with spaces or dashes; dotted or nine bare digits only after an ITIN keyword.
+        pattern: r"(?-u)\b9\d{2}(?:[ \-.]\d{2}[ \-.]\d{4}|\d{6})\b",
+        validate: us_itin,
+        rank: 16,
+        extra_len: 0,
+    },
+    Builtin {
         name: "iban",
         // Compact, or in groups of four separated by spaces or dashes; any letter case (the
-        // validator wants an IBAN keyword before a compact lowercase one).
-        pattern: r"(?-u)\b[A-Za-z]{2}\d{2}(?:[A-Za-z0-9]{11,30}|(?:[ \-][A-Za-z0-9]{4}){2,7}(?:[ \-][A-Za-z0-9]{1,4})?)\b",
+        // validator wants an IBAN keyword before a compact lowercase one). It may be glued to
+        // the word "IBAN" ("IBANDE89…") or to a lowercase word in front of an uppercase
+        // country code ("KontoDE89…"); the validator drops that prefix. Groups separated by
+        // no-break spaces (U+00A0) match as the country and check digits alone and the
+        // validator reads the groups: a U+00A0 in the regex would add byte classes, and one
+        // class past 128 doubles every lazy-DFA state (-12 % scan throughput).
+        pattern: concat!(
+            r"(?-u)(?:\b(?i:iban)?[A-Za-z]{2}|[a-z][A-Z]{2})\d{2}(?:[A-Za-z0-9]{11,30}\b|",
+            r"(?:[ \-][A-Za-z0-9]{4}){2,7}(?:[ \-][A-Za-z0-9]{1,4})?\b|\b)",
+        ),
         validate: iban,
         rank: 12,
-        extra_len: 0,
+        extra_len: IBAN_NBSP_EXTRA,
     },
     Builtin {
         name: "ipv4",
         pattern: "", // built by ipv4_pattern()
         validate: ipv4,
-        rank: 16,
+        rank: 17,
         extra_len: 0,
     },
     Builtin {
         name: "ipv6",
         pattern: "", // built by ipv6_pattern()
         validate: ipv6,
-        rank: 17,
-        extra_len: 0,
+        rank: 18,
+        extra_len: IPV6_ZONE_MAX + 1,
     },
     Builtin {
         name: "us_bank_routing",
         pattern: r"(?-u)\b(?:0\d|1[0-2]|2[1-9]|3[0-2]|6[1-9]|7[0-2]|80)\d{7}\b",
         validate: us_bank_routing,
-        rank: 19,
+        rank: 20,
         extra_len: 0,
     },
     Builtin {
         name: "crypto_wallet",
-        pattern: r"(?-u)\b(?:[13][1-9A-HJ-NP-Za-km-z]{25,34}|(?:bc1|BC1)[02-9ac-hj-np-zAC-HJ-NP-Z]{8,87}|0x[0-9a-fA-F]{40})\b",
+        // Base58Check: Bitcoin 1…/3…, Litecoin L…/M…, Dogecoin D…, Bitcoin testnet P2SH 2…;
+        // bech32/bech32m segwit: bc1, ltc1, tb1 (testnet); Ethereum 0x + 40 hex. Every form
+        // is checksum-validated. Testnet P2PKH (m…/n…) is left out: a base58 run from every
+        // word starting with m or n cost ~2 % scan throughput, for coins without value.
+        pattern: concat!(
+            r"(?-u)\b(?:[123LMD][1-9A-HJ-NP-Za-km-z]{25,34}",
+            r"|(?:bc1|BC1|ltc1|LTC1|tb1|TB1)[02-9ac-hj-np-zAC-HJ-NP-Z]{8,87}|0x[0-9a-fA-F]{40})\b",
+        ),
         validate: crypto_wallet,
         rank: 11,
         extra_len: 0,
@@ -244,7 +355,11 @@ static BUILTINS: &[Builtin] = &[
     },
     Builtin {
         name: "api_key.slack",
-        pattern: r"(?-u)\b(?:xox[abprse]|xoxe\.xox[bp]|xapp)-[A-Za-z0-9\-]{10,250}",
+        // Tokens, and incoming-webhook / workflow URLs (the URL path is the secret).
+        pattern: concat!(
+            r"(?-u)\b(?:(?:xox[abprse]|xoxe\.xox[bp]|xapp)-[A-Za-z0-9\-]{10,250}",
+            r"|https://hooks\.slack\.com/(?:services|workflows|triggers)/[A-Za-z0-9_/\-]{20,250})",
+        ),
         validate: slack_token,
         rank: 7,
         extra_len: 0,
@@ -258,7 +373,9 @@ static BUILTINS: &[Builtin] = &[
     },
     Builtin {
         name: "api_key.stripe",
-        pattern: r"(?-u)\b(?:sk|rk)_(?:live|test)_[0-9A-Za-z]{16,247}\b",
+        // Secret and restricted keys, and webhook signing secrets (whsec_). Publishable keys
+        // (pk_live_, pk_test_) are public by design (they ship in web pages): not secrets.
+        pattern: r"(?-u)\b(?:(?:sk|rk)_(?:live|test)_[0-9A-Za-z]{16,247}|whsec_[0-9A-Za-z]{24,247})\b",
         validate: stripe_key,
         rank: 5,
         extra_len: 0,
@@ -325,8 +442,14 @@ fn digits_isolated(h: &[u8], s: usize, e: usize) -> bool {
 }
 
 /// Detectors whose candidates are digit groups; see [`glued`].
-pub(crate) const NUMBER_SHAPED: &[&str] =
-    &["phone", "credit_card", "us_ssn", "ipv4", "us_bank_routing"];
+pub(crate) const NUMBER_SHAPED: &[&str] = &[
+    "phone",
+    "credit_card",
+    "us_ssn",
+    "us_itin",
+    "ipv4",
+    "us_bank_routing",
+];
 
 /// The candidate starts inside a longer digit sequence (`7.` or `7-` or `7` before it).
 pub(crate) fn glued_left(h: &[u8], s: usize) -> bool {
@@ -404,6 +527,10 @@ fn email(h: &[u8], s: usize, e: usize) -> Option<(usize, usize)> {
 }
 
 fn phone(h: &[u8], s: usize, e: usize) -> Option<(usize, usize)> {
+    // A phone word and a number with a country code but no '+' ("phone 44 20 7946 0958").
+    if h[s].is_ascii_alphabetic() {
+        return phone_after_word(h, s, e);
+    }
     // An extension ("x522", "ext. 12", "#7") is redacted with the number but not counted.
     let core = phone_core_end(h, s, e);
     // International numbers ('+', '(+44)' or '00' and a country code) are checked against
@@ -419,8 +546,7 @@ fn phone(h: &[u8], s: usize, e: usize) -> Option<(usize, usize)> {
         // '00' without separators is as likely a zero-padded id: only after a phone word.
         // Otherwise it may still be a national number ("001-234-5678").
         let grouped = h[s..core].iter().any(|b| !b.is_ascii_digit());
-        if found.is_some() && (grouped || keyword_before(h, s, PHONE_CONTEXT, &PHONE_WORDS, false))
-        {
+        if found.is_some() && (grouped || phone_word_before(h, s)) {
             return found;
         }
     }
@@ -455,6 +581,86 @@ fn intl_prefix(h: &[u8], s: usize) -> Option<(usize, usize)> {
         (Some(b'0'), Some(b'0'), Some(b'1'..=b'9')) => Some((s, s + 2)),
         _ => None,
     }
+}
+
+/// A candidate that starts with a phone word: the number after it, when its first group is a
+/// country code written without '+' ("Tel 44 20 7946 0958", "phone: 49 151 12345678") and
+/// the digits fit that code. Anything else is left to the other shapes (the matcher goes on
+/// after the word).
+fn phone_after_word(h: &[u8], s: usize, e: usize) -> Option<(usize, usize)> {
+    let n = s + h[s..e].iter().position(u8::is_ascii_digit)?;
+    if before(h, n, 1).is_none_or(|b| b.is_ascii_alphanumeric()) {
+        return None;
+    }
+    let core = phone_core_end(h, n, e);
+    let groups = digit_groups(h, n, core);
+    let cc_end = groups.first()?.0;
+    if !v::country_code(&h[n..cc_end]) {
+        return None;
+    }
+    let (start, end) = international(h, n, n, core, e)?;
+    let number_end = end.min(core);
+    let digits: Vec<u8> = h[n..number_end]
+        .iter()
+        .copied()
+        .filter(u8::is_ascii_digit)
+        .collect();
+    let lens: Vec<usize> = group_lens(&digit_groups(h, n, number_end)).collect();
+    // Amounts with thousands separators ("call 44 000 000 000", "tel 1 500 000 000").
+    let amount = lens.len() > 2 && lens[1..].iter().all(|&len| len == 3);
+    let zeros = lens
+        .last()
+        .is_some_and(|&len| digits[digits.len() - len..].iter().all(|&b| b == b'0'));
+    (v::msisdn_plausible(&digits)
+        && !amount
+        && !zeros
+        && !national_number_not_phone(&h[n..number_end])
+        && !national_number_not_phone(&h[cc_end..number_end]))
+    .then_some((start, end))
+}
+
+/// A phone word shortly before `s`: one of [`PHONE_WORDS`] in the [`PHONE_CONTEXT`] bytes
+/// before it, or one of [`ADJACENT_PHONE_WORDS`] with at most filler words in between.
+fn phone_word_before(h: &[u8], s: usize) -> bool {
+    keyword_before(h, s, PHONE_CONTEXT, &PHONE_WORDS, false)
+        || ADJACENT_PHONE_WORDS
+            .iter()
+            .any(|w| word_adjacent(h, s, PHONE_CONTEXT, w, true, PHONE_FILLERS))
+}
+
+/// Whether `word` (lowercase) starts a word in the `window` bytes before `s` and nothing but
+/// punctuation and `fillers` (lowercase words) stands between it and `s`. With `suffixed`
+/// the word may go on with letters ("call" in "calling").
+fn word_adjacent(
+    h: &[u8],
+    s: usize,
+    window: usize,
+    word: &[u8],
+    suffixed: bool,
+    fillers: &[&[u8]],
+) -> bool {
+    let ctx: Vec<u8> = h[s.saturating_sub(window)..s]
+        .iter()
+        .map(u8::to_ascii_lowercase)
+        .collect();
+    let word_char = |b: &u8| b.is_ascii_alphanumeric() || *b >= 0x80;
+    (0..ctx.len()).any(|i| {
+        if !ctx[i..].starts_with(word) || (i > 0 && word_char(&ctx[i - 1])) {
+            return false;
+        }
+        let mut j = i + word.len();
+        if suffixed {
+            while j < ctx.len() && ctx[j].is_ascii_alphabetic() {
+                j += 1;
+            }
+        } else if ctx.get(j).is_some_and(word_char) {
+            return false;
+        }
+        ctx[j..]
+            .split(|b| !word_char(b))
+            .filter(|w| !w.is_empty())
+            .all(|w| fillers.contains(&w))
+    })
 }
 
 /// An international number from `s` (its country code at `body`) through the longest
@@ -506,7 +712,11 @@ fn phone_without_plus(h: &[u8], s: usize, groups: &[(usize, usize)]) -> bool {
         .filter(u8::is_ascii_digit)
         .collect();
     let bare = digits.len() == end - s;
-    let phone_word = || keyword_before(h, s, PHONE_CONTEXT, &PHONE_WORDS, false);
+    // "000 000 000" is a placeholder or an amount, never a number to dial.
+    if digits.iter().all(|&b| b == b'0') {
+        return false;
+    }
+    let phone_word = || phone_word_before(h, s);
     let lens: Vec<usize> = group_lens(groups).collect();
     // Other national formats have no shape of their own: 8-12 digits in one run or three or
     // four groups, after a phone word.
@@ -519,11 +729,11 @@ fn phone_without_plus(h: &[u8], s: usize, groups: &[(usize, usize)]) -> bool {
         let amount = (lens.len() > 1 && lens[0] < 3 && lens[1..].iter().all(|&n| n == 3))
             || (lens.len() > 1 && last.iter().all(|&b| b == b'0'))
             || (bare && digits.ends_with(b"0000"));
-        (8..=12).contains(&digits.len())
-            && (bare || (3..=4).contains(&lens.len()))
-            && !amount
-            && !national_number_not_phone(&h[s..end])
-            && phone_word()
+        // 13-15 bare digits: an international number without '+' (MSISDN) whose country
+        // code fits its length ("4915112345678"; not "1234567890123": NANP has 11).
+        let national = (8..=12).contains(&digits.len()) && (bare || (3..=4).contains(&lens.len()));
+        let msisdn = bare && (13..=15).contains(&digits.len()) && v::msisdn_plausible(&digits);
+        (national || msisdn) && !amount && !national_number_not_phone(&h[s..end]) && phone_word()
     };
     if first == b'0' || (first == b'(' && at(h, s + 1) == Some(b'0')) {
         // 0 + area code + subscriber: 9 (SE) to 15 digits (E.164's maximum; AT "(02239)
@@ -594,17 +804,19 @@ fn national_number_not_phone(span: &[u8]) -> bool {
             sep = last;
         }
     }
-    let date = |lens: [usize; 3], year_at: usize| {
-        groups.len() >= 3
-            && groups[..3].iter().map(|g| g.0).eq(lens)
-            && matches!(groups[1].1, b'.' | b'-' | b'/')
-            && groups[1].1 == groups[2].1
-            && matches!(
-                span.iter().filter(|b| b.is_ascii_digit()).nth(year_at),
-                Some(b'1' | b'2')
-            )
+    // A date in any three consecutive groups ("44 2024-01-15", not only at the start).
+    let digits: Vec<u8> = span.iter().copied().filter(u8::is_ascii_digit).collect();
+    let date = |lens: [usize; 3], year_group: usize| {
+        (0..groups.len().saturating_sub(2)).any(|i| {
+            let w = &groups[i..i + 3];
+            let year_at: usize = groups[..i + year_group].iter().map(|g| g.0).sum();
+            w.iter().map(|g| g.0).eq(lens)
+                && matches!(w[1].1, b'.' | b'-' | b'/')
+                && w[1].1 == w[2].1
+                && matches!(digits.get(year_at), Some(b'1' | b'2'))
+        })
     };
-    mixed || date([2, 2, 4], 4) || date([4, 2, 2], 0)
+    mixed || date([2, 2, 4], 2) || date([4, 2, 2], 0)
 }
 
 /// End of the number proper inside a phone candidate: before an `x` / `ext` / `#` extension.
@@ -668,6 +880,20 @@ fn credit_card(h: &[u8], s: usize, e: usize) -> Option<(usize, usize)> {
     if groups.len() == 1 || groups[0].1 >= 12 {
         return check(groups[0].0).then_some((s, groups[0].0));
     }
+    // Four groups of four with mixed single separators ("4111 1111-1111 1111",
+    // "4111.1111 1111.1111"): the card shape itself, so only that shape; otherwise the
+    // one-separator prefixes below ("6711-6823-5552 1999" is a 12-digit Maestro and a year).
+    if groups.len() >= 4 && group_lens(&groups[..4]).all(|len| len == 4) {
+        let end = groups[3].0;
+        let seps: Vec<u8> = h[s..end]
+            .iter()
+            .copied()
+            .filter(|b| !b.is_ascii_digit())
+            .collect();
+        if seps.len() == 3 && seps.iter().any(|&b| b != seps[0]) && check(end) {
+            return Some((s, end));
+        }
+    }
     // Separated: one separator kind, groups of 3-6 digits (4-4-4-4, 4-6-5, 4-4-4-4-3 ...),
     // or a last group of 1-2 digits after three or more groups of four (4-4-4-1, 4-4-4-2,
     // 4-4-4-4-2). Try the longest such group-aligned prefix first, so that a following
@@ -715,23 +941,102 @@ fn us_ssn(h: &[u8], s: usize, e: usize) -> Option<(usize, usize)> {
     // Nine bare digits are as often an id, an amount or a routing number, and dotted groups
     // a version: they need an SSN keyword shortly before ("SSN: 748538820").
     let shaped = span.len() == 11 && span[3] != b'.';
-    (v::ssn_parts_valid(area, group, serial)
-        && (shaped || keyword_before(h, s, SSN_CONTEXT, &SSN_WORDS, true)))
+    let keyword = || {
+        keyword_before(h, s, SSN_CONTEXT, &SSN_WORDS, true)
+            || word_adjacent(h, s, SSN_CONTEXT, b"social", false, SSN_FILLERS)
+    };
+    (v::ssn_parts_valid(area, group, serial) && (shaped || keyword())).then_some((s, e))
+}
+
+fn us_itin(h: &[u8], s: usize, e: usize) -> Option<(usize, usize)> {
+    let span = &h[s..e];
+    if !digits_isolated(h, s, e) {
+        return None;
+    }
+    let (area, group, serial) = if span.len() == 9 {
+        (&span[..3], &span[3..5], &span[5..])
+    } else if span[3] == span[6] {
+        (&span[..3], &span[4..6], &span[7..])
+    } else {
+        return None;
+    };
+    // Like an SSN: nine bare digits or dotted groups need a keyword shortly before.
+    let shaped = span.len() == 11 && span[3] != b'.';
+    (v::itin_parts_valid(area, group, serial)
+        && (shaped || keyword_before(h, s, SSN_CONTEXT, &ITIN_WORDS, true)))
     .then_some((s, e))
 }
 
-fn iban(h: &[u8], s: usize, e: usize) -> Option<(usize, usize)> {
-    let country = h[s..s + 2].to_ascii_uppercase();
-    let want = v::iban_length(&country)?;
-    // One separator kind: a group after another separator is not part of this IBAN.
-    let sep = h[s..e].iter().copied().find(|&b| b == b' ' || b == b'-');
-    let e = match sep {
-        Some(sep) => h[s..e]
-            .iter()
-            .position(|&b| (b == b' ' || b == b'-') && b != sep)
-            .map_or(e, |p| s + p),
-        None => e,
+/// Bytes of a glued prefix in front of an IBAN candidate: the word "IBAN" ("IBANDE89…") or
+/// the last letter of a lowercase word before an uppercase country code ("kontoDE89…").
+fn iban_prefix(span: &[u8]) -> usize {
+    let digits_at = |i: usize| {
+        span.get(i..i + 2)
+            .is_some_and(|d| d.iter().all(u8::is_ascii_digit))
     };
+    if digits_at(2) {
+        0
+    } else if span[0].is_ascii_lowercase() && digits_at(3) {
+        1
+    } else {
+        4
+    }
+}
+
+/// End of an IBAN in groups separated by no-break spaces (U+00A0) that starts with the
+/// four characters ending at `e`: through the last group of 1-4 characters after a
+/// separator, at most 34 characters in all.
+fn iban_nbsp_end(h: &[u8], e: usize) -> Option<usize> {
+    const NBSP: &[u8] = b"\xC2\xA0";
+    let mut end = e;
+    let mut chars = 4;
+    while h[end..].starts_with(NBSP) {
+        let group = h[end + 2..]
+            .iter()
+            .take(4)
+            .take_while(|b| b.is_ascii_alphanumeric())
+            .count();
+        if group == 0
+            || chars + group > 34
+            || at(h, end + 2 + group).is_some_and(|b| b.is_ascii_alphanumeric())
+        {
+            break;
+        }
+        chars += group;
+        end += 2 + group;
+        if group < 4 {
+            break;
+        }
+    }
+    (end > e).then_some(end)
+}
+
+fn iban(h: &[u8], s: usize, e: usize) -> Option<(usize, usize)> {
+    let s = s + iban_prefix(&h[s..e]);
+    let country = h.get(s..s + 2)?.to_ascii_uppercase();
+    let want = v::iban_length(&country)?;
+    // Only the country and check digits: groups separated by no-break spaces follow, or
+    // this is no IBAN.
+    let e = if e - s == 4 { iban_nbsp_end(h, e)? } else { e };
+    // (separator kind, or 0 for an IBAN character; byte end) of each unit: a space, a dash or
+    // a no-break space (U+00A0, two bytes) separates.
+    let mut units: Vec<(u8, usize)> = Vec::with_capacity(e - s);
+    let mut i = s;
+    while i < e {
+        let (kind, len) = match h[i] {
+            b' ' | b'-' => (h[i], 1),
+            0xC2 if at(h, i + 1) == Some(0xA0) => (0xA0, 2),
+            _ => (0, 1),
+        };
+        i += len;
+        units.push((kind, i));
+    }
+    // One separator kind: a group after another separator is not part of this IBAN.
+    let sep = units.iter().map(|u| u.0).find(|&k| k != 0);
+    if let Some(p) = units.iter().position(|&(k, _)| k != 0 && Some(k) != sep) {
+        units.truncate(p);
+    }
+    let e = units.last()?.1;
     // A compact lowercase run is as likely a hash or an id: "IBAN" shortly before it.
     if sep.is_none()
         && h[s..e].iter().any(u8::is_ascii_lowercase)
@@ -739,15 +1044,13 @@ fn iban(h: &[u8], s: usize, e: usize) -> Option<(usize, usize)> {
     {
         return None;
     }
-    let is_sep = |b: u8| Some(b) == sep;
     let mut compact = Vec::with_capacity(34);
-    for (i, &b) in h[s..e].iter().enumerate() {
-        if !is_sep(b) {
-            compact.push(b.to_ascii_uppercase());
+    for (k, &(kind, end)) in units.iter().enumerate() {
+        if kind == 0 {
+            compact.push(h[end - 1].to_ascii_uppercase());
             if compact.len() == want {
-                let end = s + i + 1;
                 // Must end on a group boundary (separated) or at the candidate end (compact).
-                let boundary = end == e || at(h, end).is_some_and(is_sep);
+                let boundary = units.get(k + 1).is_none_or(|u| u.0 != 0);
                 if boundary && v::iban_valid(&compact) {
                     return Some((s, end));
                 }
@@ -756,13 +1059,16 @@ fn iban(h: &[u8], s: usize, e: usize) -> Option<(usize, usize)> {
     }
     // Not the country's length: the longest group-aligned prefix whose check digits hold
     // still counts ("MT75 … 2403 C++" ends before " C").
-    let mut end = e;
+    let mut kept = compact.len();
+    let mut k = units.len();
     loop {
-        let kept = h[s..end].iter().filter(|&&b| !is_sep(b)).count();
-        if v::iban_checksummed(&compact[..kept]) {
-            return Some((s, end));
+        if v::iban_checksummed(compact.get(..kept)?) {
+            return Some((s, units[k - 1].1));
         }
-        end = s + h[s..end].iter().rposition(|&b| is_sep(b))?;
+        // back to the end of the previous group
+        let sep_at = units[..k].iter().rposition(|u| u.0 != 0)?;
+        kept -= k - sep_at - 1;
+        k = sep_at;
     }
 }
 
@@ -809,7 +1115,27 @@ fn ipv6(h: &[u8], s: usize, e: usize) -> Option<(usize, usize)> {
     if !span.bytes().any(|b| b.is_ascii_digit()) {
         return None;
     }
-    span.parse::<std::net::Ipv6Addr>().ok().map(|_| (s, e))
+    span.parse::<std::net::Ipv6Addr>().ok()?;
+    Some((s, ipv6_zone_end(h, e)?))
+}
+
+/// End of an IPv6 address at `e` with its zone id, if one follows (`fe80::1%eth0`,
+/// `%25eth0` in a URL, `%eth0.100`; not a sentence's final '.'). None when the zone runs on
+/// past [`IPV6_ZONE_MAX`] (part of something longer).
+fn ipv6_zone_end(h: &[u8], e: usize) -> Option<usize> {
+    if at(h, e) != Some(b'%') || !at(h, e + 1).is_some_and(|b| b.is_ascii_alphanumeric()) {
+        return Some(e);
+    }
+    let zone_char = |b: &u8| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-');
+    let len = h[e + 1..].iter().take_while(|b| zone_char(b)).count();
+    if len > IPV6_ZONE_MAX {
+        return None;
+    }
+    let mut end = e + 1 + len;
+    while matches!(h[end - 1], b'.' | b'-') {
+        end -= 1;
+    }
+    Some(end)
 }
 
 fn us_bank_routing(h: &[u8], s: usize, e: usize) -> Option<(usize, usize)> {
@@ -841,10 +1167,13 @@ fn crypto_wallet(h: &[u8], s: usize, e: usize) -> Option<(usize, usize)> {
     let span = &h[s..e];
     let ok = if let Some(hex) = span.strip_prefix(b"0x") {
         v::eth_address_valid(hex)
-    } else if span.len() > 3 && span[..3].eq_ignore_ascii_case(b"bc1") {
-        v::segwit_address_valid(span, &[b"bc"])
+    } else if [&b"bc1"[..], b"tb1", b"ltc1"]
+        .iter()
+        .any(|p| span.len() > p.len() && span[..p.len()].eq_ignore_ascii_case(p))
+    {
+        v::segwit_address_valid(span, &[b"bc", b"tb", b"ltc"])
     } else {
-        v::btc_base58check(span)
+        v::base58check_address(span, &v::WALLET_VERSIONS)
     };
     ok.then_some((s, e))
 }
@@ -897,10 +1226,29 @@ fn github_token(h: &[u8], s: usize, e: usize) -> Option<(usize, usize)> {
 
 fn slack_token(h: &[u8], s: usize, e: usize) -> Option<(usize, usize)> {
     let span = &h[s..e];
+    if let Some(path) = span.strip_prefix(b"https://hooks.slack.com/") {
+        return slack_webhook(path).then_some((s, e));
+    }
     let dash = span.iter().position(|&b| b == b'-')?;
     let body = &span[dash + 1..];
     (key_ends(h, e, b"-") && body.iter().any(u8::is_ascii_digit) && looks_random(body))
         .then_some((s, e))
+}
+
+/// The path of a Slack webhook URL after the host: `services/T…/B…/secret` (incoming
+/// webhooks) or `workflows|triggers/T…/A…/id/secret`; the last segment is the secret and
+/// must look random (documentation placeholders such as `XXXXXXXX` do not).
+fn slack_webhook(path: &[u8]) -> bool {
+    let segments: Vec<&[u8]> = path.split(|&b| b == b'/').collect();
+    let (Some(kind), Some(team), Some(secret)) =
+        (segments.first(), segments.get(1), segments.last())
+    else {
+        return false;
+    };
+    let team_ok = team.first() == Some(&b'T') && team.len() >= 8;
+    let services_ok =
+        *kind != b"services" || segments.get(2).is_some_and(|b| b.first() == Some(&b'B'));
+    segments.len() >= 4 && team_ok && services_ok && secret.len() >= 16 && looks_random(secret)
 }
 
 fn google_key(h: &[u8], s: usize, e: usize) -> Option<(usize, usize)> {
@@ -909,7 +1257,9 @@ fn google_key(h: &[u8], s: usize, e: usize) -> Option<(usize, usize)> {
 
 fn stripe_key(h: &[u8], s: usize, e: usize) -> Option<(usize, usize)> {
     let span = &h[s..e];
-    let body = &span[span.len().min(8)..];
+    let body = span
+        .strip_prefix(b"whsec_")
+        .unwrap_or(&span[span.len().min(8)..]);
     looks_random(body).then_some((s, e))
 }
 

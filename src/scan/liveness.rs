@@ -259,7 +259,10 @@ mod tests {
             "mail jane@example.com, ok ".len()
         );
         // digit runs could become cards, phones, SSNs
-        assert_eq!(live(m, "call 415 555"), 5);
+        assert_eq!(live(m, "see 415 555"), 4);
+        // after a phone word the word is held too: "call 44 20 7946 0958" is a phone from
+        // its country code, which only the word shows
+        assert_eq!(live(m, "call 415 555"), 0);
         assert_eq!(live(m, "ssn 123-45-6789"), 4);
         assert_eq!(live(m, "key sk-ab"), 4);
         // validators look past the end: a complete SSN needs its look-ahead buffered

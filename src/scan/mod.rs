@@ -29,6 +29,7 @@ pub const BUILTIN_DETECTORS: &[&str] = &[
     "phone",
     "credit_card",
     "us_ssn",
+    "us_itin",
     "iban",
     "ipv4",
     "ipv6",

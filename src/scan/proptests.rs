@@ -589,7 +589,7 @@ const TIGHT_SUBSETS: &[&[&str]] = &[
     &["us_ssn"],
     &["ipv4"],
     &["credit_card"],
-    &["us_ssn", "phone", "ipv4"],
+    &["us_ssn", "us_itin", "phone", "ipv4"],
     &["email"],
     &["iban"],
     &["crypto_wallet"],

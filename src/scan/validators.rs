@@ -75,6 +75,23 @@ pub(crate) fn plausible_iin(d: &[u8]) -> bool {
     }
 }
 
+/// US ITIN (IRS Individual Taxpayer Identification Number): `9XX-GG-SSSS` with the group
+/// in one of the IRS ranges 50–65, 70–88, 90–92 or 94–99; the serial is not all zeros.
+pub(crate) fn itin_parts_valid(area: &[u8], group: &[u8], serial: &[u8]) -> bool {
+    let [b'9', a1, a2] = *area else {
+        return false;
+    };
+    let [g1, g2] = *group else {
+        return false;
+    };
+    let digits = [a1, a2, g1, g2];
+    if !digits.iter().chain(serial).all(u8::is_ascii_digit) || serial.len() != 4 {
+        return false;
+    }
+    let g = (g1 - b'0') * 10 + (g2 - b'0');
+    matches!(g, 50..=65 | 70..=88 | 90..=92 | 94..=99) && !serial.iter().all(|&b| b == b'0')
+}
+
 /// SSN area/group/serial validity (SSA rules; 9xx is ITIN space, 666 never issued).
 pub(crate) fn ssn_parts_valid(area: &[u8], group: &[u8], serial: &[u8]) -> bool {
     let all = |s: &[u8], c: u8| s.iter().all(|&b| b == c);
@@ -84,6 +101,83 @@ pub(crate) fn ssn_parts_valid(area: &[u8], group: &[u8], serial: &[u8]) -> bool 
         || all(group, b'0')
         || all(serial, b'0');
     !invalid
+}
+
+/// Whether `cc` (1-3 ASCII digits, no '+') is an assigned geographic E.164 country code of
+/// the ITU list: 1, 7, the 2-digit codes and the 3-digit ranges. Codes are prefix-free.
+pub(crate) fn country_code(cc: &[u8]) -> bool {
+    if cc.is_empty() || cc.len() > 3 || !cc.iter().all(u8::is_ascii_digit) {
+        return false;
+    }
+    let n = cc
+        .iter()
+        .fold(0u32, |acc, &b| acc * 10 + u32::from(b - b'0'));
+    match cc.len() {
+        1 => matches!(n, 1 | 7),
+        2 => matches!(
+            n,
+            20 | 27
+                | 30..=34
+                | 36
+                | 39..=41
+                | 43..=49
+                | 51..=58
+                | 60..=66
+                | 81
+                | 82
+                | 84
+                | 86
+                | 90..=95
+                | 98
+        ),
+        _ => matches!(
+            n,
+            211..=213
+                | 216
+                | 218
+                | 220..=258
+                | 260..=269
+                | 290
+                | 291
+                | 297..=299
+                | 350..=359
+                | 370..=383
+                | 385..=387
+                | 389
+                | 420
+                | 421
+                | 423
+                | 500..=509
+                | 590..=599
+                | 670
+                | 672..=683
+                | 685..=692
+                | 850
+                | 852
+                | 853
+                | 855
+                | 856
+                | 880
+                | 886
+                | 960..=968
+                | 970..=977
+                | 992..=996
+                | 998
+        ),
+    }
+}
+
+/// A number written without '+' whose digits start with a country code: the shortest code
+/// that `digits` starts with (codes are prefix-free), when the whole length fits it: 11 digits
+/// for NANP (1) and Russia/Kazakhstan (7), 9 to 15 (E.164) for the rest.
+pub(crate) fn msisdn_plausible(digits: &[u8]) -> bool {
+    let Some(k) = (1..=3).find(|&k| digits.len() > k && country_code(&digits[..k])) else {
+        return false;
+    };
+    match k {
+        1 => digits.len() == 11,
+        _ => (9..=15).contains(&digits.len()),
+    }
 }
 
 /// IBAN total length per country (SWIFT IBAN registry). `None` = unknown country.
@@ -262,11 +356,23 @@ pub(crate) fn base58_decode(s: &[u8]) -> Option<Vec<u8>> {
 
 /// Base58Check BTC mainnet address: 25 bytes, version 0x00 (P2PKH) or 0x05 (P2SH),
 /// checksum = first 4 bytes of SHA-256(SHA-256(version ‖ hash160)).
+#[cfg(test)]
 pub(crate) fn btc_base58check(s: &[u8]) -> bool {
+    base58check_address(s, &[0x00, 0x05])
+}
+
+/// Address version bytes of the Base58Check wallets the `crypto_wallet` detector knows:
+/// Bitcoin 0x00 (`1…`) and 0x05 (`3…`, also Litecoin's legacy P2SH), Bitcoin testnet P2SH
+/// 0xc4 (`2…`), Litecoin 0x30 (`L…`) and 0x32 (`M…`), Dogecoin 0x1e (`D…`).
+pub(crate) const WALLET_VERSIONS: [u8; 6] = [0x00, 0x05, 0xc4, 0x30, 0x32, 0x1e];
+
+/// Base58Check address: 25 bytes, a version byte from `versions`, checksum = first 4 bytes
+/// of SHA-256(SHA-256(version ‖ hash160)).
+pub(crate) fn base58check_address(s: &[u8], versions: &[u8]) -> bool {
     let Some(raw) = base58_decode(s) else {
         return false;
     };
-    if raw.len() != 25 || !matches!(raw[0], 0x00 | 0x05) {
+    if raw.len() != 25 || !versions.contains(&raw[0]) {
         return false;
     }
     let sum = double_sha256(&raw[..21]);
