@@ -27,7 +27,7 @@
 //!   candidate straddling `from` is skipped exactly as a scan from the beginning would.
 //! - Speed: the lazy DFA over the whole text is the hot loop (≈ 0.6 GB/s per walk on the
 //!   shared dev box, as fast as a single tiny digit regex there: each byte waits for the
-//!   previous transition). Spans of 256 bytes and more are searched by up to four interleaved
+//!   previous transition). Spans of 512 bytes and more are searched by up to four interleaved
 //!   walks (`lanes`, same answers, ~2.3× faster); after a candidate close to where its search
 //!   began, the next search is the plain one (candidates cluster). A trigger-byte / literal
 //!   prefilter that ran the DFA only around digits, '@', ':' and key prefixes was prototyped
