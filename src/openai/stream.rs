@@ -1660,6 +1660,15 @@ mod tests {
         run_chunks(ep, &[input], f).0
     }
 
+    /// A chat stream through the redacting test filter, in one chunk.
+    fn redact_chat(input: &str) -> Vec<u8> {
+        run(
+            Endpoint::ChatCompletions,
+            input.as_bytes(),
+            &mut Redact::default(),
+        )
+    }
+
     fn split_at<'a>(input: &'a [u8], cuts: &[usize]) -> Vec<&'a [u8]> {
         let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (input.len() + 1)).collect();
         cuts.sort_unstable();
@@ -1846,11 +1855,7 @@ mod tests {
             "data: [DONE]\n\n".to_string(),
         ]
         .concat();
-        let out = run(
-            Endpoint::ChatCompletions,
-            input.as_bytes(),
-            &mut Redact::default(),
-        );
+        let out = redact_chat(&input);
         assert_eq!(concat(&out, chat_content), "Hi [X] ok");
         let text = String::from_utf8_lossy(&out);
         assert!(!text.contains("SEC") && !text.contains("RET"), "{text}");
@@ -2164,11 +2169,7 @@ mod tests {
             r#"{"index":0,"delta":{"content":"CRET"},"finish_reason":"stop"}"#,
             "null",
         );
-        let out = run(
-            Endpoint::ChatCompletions,
-            input.as_bytes(),
-            &mut Redact::default(),
-        );
+        let out = redact_chat(&input);
         let field = |k: &'static str| {
             concat(&out, move |v| {
                 v["choices"].get(0).map(|c| s(&c["delta"][k]))
@@ -2301,11 +2302,7 @@ mod tests {
     #[test]
     fn non_json_data_goes_through_whole() {
         let input = "data: plain SECRET text\r\n\r\ndata: [DONE]\r\n\r\n";
-        let out = run(
-            Endpoint::ChatCompletions,
-            input.as_bytes(),
-            &mut Redact::default(),
-        );
+        let out = redact_chat(input);
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "data: plain [X] text\r\n\r\ndata: [DONE]\r\n\r\n"
@@ -2443,11 +2440,7 @@ mod tests {
             r#"{"index":0,"delta":{"content":[{"type":"text","text":"a SECRET b"}]},"finish_reason":null}"#,
             "null",
         ) + "data: [DONE]\n\n";
-        let out = run(
-            Endpoint::ChatCompletions,
-            input.as_bytes(),
-            &mut Redact::default(),
-        );
+        let out = redact_chat(&input);
         let text = String::from_utf8(out).unwrap();
         assert!(!text.contains(WORD) && text.contains("a [X] b"), "{text}");
     }
@@ -2699,19 +2692,11 @@ mod tests {
     #[test]
     fn plain_text_events_are_one_held_back_field() {
         let input = "data: mail SE\n\ndata: CRET ok\n\n";
-        let out = run(
-            Endpoint::ChatCompletions,
-            input.as_bytes(),
-            &mut Redact::default(),
-        );
+        let out = redact_chat(input);
         assert_eq!(plain_datas(&out), ["mail ", "[X] ok"]);
         // Held at the end of the stream: released then (no end marker for plain text).
         let input = "data: a\n\ndata: b SE\n\n";
-        let out = run(
-            Endpoint::ChatCompletions,
-            input.as_bytes(),
-            &mut Redact::default(),
-        );
+        let out = redact_chat(input);
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "data: a\n\ndata: b \n\ndata: SE\n\n"
@@ -2722,22 +2707,14 @@ mod tests {
             "null",
         );
         let input = format!("id: 1\ndata: x SE\n\n{chunk}");
-        let out = run(
-            Endpoint::ChatCompletions,
-            input.as_bytes(),
-            &mut Redact::default(),
-        );
+        let out = redact_chat(&input);
         assert_eq!(
             String::from_utf8(out).unwrap(),
             format!("id: 1\ndata: x \n\ndata: SE\n\n{chunk}")
         );
         // Another event type ends the run; the held text keeps its own type; multi-line data.
         let input = "event: a\ndata: x\ndata: SE\n\nevent: b\ndata: CRET\n\ndata: [DONE]\n\n";
-        let out = run(
-            Endpoint::ChatCompletions,
-            input.as_bytes(),
-            &mut Redact::default(),
-        );
+        let out = redact_chat(input);
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "event: a\ndata: x\ndata: \n\nevent: a\ndata: SE\n\nevent: b\ndata: CRET\n\ndata: [DONE]\n\n"
@@ -2865,11 +2842,7 @@ mod tests {
     fn split_crlf_blank_line_with_rewrite() {
         // The event is rewritten at the `\r`; the late `\n` must follow it unchanged.
         let input = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"SECRET\"},\"finish_reason\":\"stop\"}]}\r\n\r\n";
-        let whole = run(
-            Endpoint::ChatCompletions,
-            input.as_bytes(),
-            &mut Redact::default(),
-        );
+        let whole = redact_chat(input);
         let cut = input.len() - 1;
         let (split, _) = run_chunks(
             Endpoint::ChatCompletions,

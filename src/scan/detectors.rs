@@ -926,18 +926,25 @@ fn credit_card(h: &[u8], s: usize, e: usize) -> Option<(usize, usize)> {
         .map(|&(end, _)| (s, end))
 }
 
-fn us_ssn(h: &[u8], s: usize, e: usize) -> Option<(usize, usize)> {
+/// The area, group and serial of a 3-2-4 candidate (nine bare digits, or three groups with one
+/// separator kind) whose digits are not part of a longer number.
+fn three_two_four(h: &[u8], s: usize, e: usize) -> Option<(&[u8], &[u8], &[u8])> {
     let span = &h[s..e];
     if !digits_isolated(h, s, e) {
         return None;
     }
-    let (area, group, serial) = if span.len() == 9 {
-        (&span[..3], &span[3..5], &span[5..])
+    if span.len() == 9 {
+        Some((&span[..3], &span[3..5], &span[5..]))
     } else if span[3] == span[6] {
-        (&span[..3], &span[4..6], &span[7..])
+        Some((&span[..3], &span[4..6], &span[7..]))
     } else {
-        return None;
-    };
+        None
+    }
+}
+
+fn us_ssn(h: &[u8], s: usize, e: usize) -> Option<(usize, usize)> {
+    let span = &h[s..e];
+    let (area, group, serial) = three_two_four(h, s, e)?;
     // Nine bare digits are as often an id, an amount or a routing number, and dotted groups
     // a version: they need an SSN keyword shortly before ("SSN: 748538820").
     let shaped = span.len() == 11 && span[3] != b'.';
@@ -950,16 +957,7 @@ fn us_ssn(h: &[u8], s: usize, e: usize) -> Option<(usize, usize)> {
 
 fn us_itin(h: &[u8], s: usize, e: usize) -> Option<(usize, usize)> {
     let span = &h[s..e];
-    if !digits_isolated(h, s, e) {
-        return None;
-    }
-    let (area, group, serial) = if span.len() == 9 {
-        (&span[..3], &span[3..5], &span[5..])
-    } else if span[3] == span[6] {
-        (&span[..3], &span[4..6], &span[7..])
-    } else {
-        return None;
-    };
+    let (area, group, serial) = three_two_four(h, s, e)?;
     // Like an SSN: nine bare digits or dotted groups need a keyword shortly before.
     let shaped = span.len() == 11 && span[3] != b'.';
     (v::itin_parts_valid(area, group, serial)

@@ -190,21 +190,8 @@ fn finish(
     end: usize,
 ) -> Result<Option<HalfMatch>, Undecided> {
     while !lane.dead && lane.at < end {
-        if !lane.sid.is_tagged() {
-            // Hot loop: the state stays in a register while transitions are ordinary.
-            let (mut sid, mut at) = (lane.sid, lane.at);
-            while at < end {
-                let next = dfa.next_state_untagged(cache, sid, hay[at]);
-                if next.is_tagged() {
-                    break;
-                }
-                sid = next;
-                at += 1;
-            }
-            (lane.sid, lane.at) = (sid, at);
-            if at >= end {
-                break;
-            }
+        if !lane.sid.is_tagged() && walk_alone(dfa, cache, &mut lane, hay, end, false) {
+            break;
         }
         step(dfa, cache, &mut lane, hay, false)?;
     }
@@ -494,26 +481,40 @@ fn walk_to_resync(
     hay: &[u8],
     end: usize,
 ) -> Result<(), Undecided> {
-    if !lane.sid.is_tagged() {
-        let (mut sid, mut at) = (lane.sid, lane.at);
-        while at < end {
-            let next = dfa.next_state_untagged(cache, sid, hay[at]);
-            if next.is_tagged() {
-                break;
-            }
-            sid = next;
-            at += 1;
-            if is_resync_point(hay, at) {
-                (lane.sid, lane.at) = (sid, at);
-                return Ok(());
-            }
-        }
-        (lane.sid, lane.at) = (sid, at);
-        if at >= end {
-            return Ok(());
-        }
+    if !lane.sid.is_tagged() && walk_alone(dfa, cache, lane, hay, end, true) {
+        return Ok(());
     }
     step(dfa, cache, lane, hay, true)
+}
+
+/// One lane's hot loop: the state stays in a register while transitions are ordinary. Stops
+/// before a transition that needs a full step (returns false), or — true — at the end of the
+/// span, or with `to_resync` right after a position worth a clean check.
+#[inline(always)]
+fn walk_alone(
+    dfa: &DFA,
+    cache: &Cache,
+    lane: &mut Lane,
+    hay: &[u8],
+    end: usize,
+    to_resync: bool,
+) -> bool {
+    let (mut sid, mut at) = (lane.sid, lane.at);
+    let mut stopped = false;
+    while at < end {
+        let next = dfa.next_state_untagged(cache, sid, hay[at]);
+        if next.is_tagged() {
+            break;
+        }
+        sid = next;
+        at += 1;
+        if to_resync && is_resync_point(hay, at) {
+            stopped = true;
+            break;
+        }
+    }
+    (lane.sid, lane.at) = (sid, at);
+    stopped || at >= end
 }
 
 /// Positions where a prose scan is usually back in its start state (worth a check): after
