@@ -610,7 +610,8 @@ fn phone_after_word(h: &[u8], s: usize, e: usize) -> Option<(usize, usize)> {
     let amount = lens.len() > 2 && lens[1..].iter().all(|&len| len == 3);
     let zeros = lens
         .last()
-        .is_some_and(|&len| digits[digits.len() - len..].iter().all(|&b| b == b'0'));
+        .and_then(|&len| digits.len().checked_sub(len))
+        .is_some_and(|from| digits[from..].iter().all(|&b| b == b'0'));
     (v::msisdn_plausible(&digits)
         && !amount
         && !zeros
