@@ -70,7 +70,7 @@ pub trait StreamFilter {
 
 /// Reads model, stream flag and end-user id. An empty (whitespace-only) body yields the default.
 pub fn inspect_request(body: &[u8]) -> Result<RequestInfo, BodyError> {
-    Ok(parse_request(body)?.info())
+    Ok(parse_request(body)?.info)
 }
 
 /// A request body parsed once (strictly): read for routing, then filtered and spliced.
@@ -78,25 +78,29 @@ pub struct ParsedRequest<'a> {
     body: &'a [u8],
     text: &'a str,
     root: Option<json::Node<'a>>,
+    info: RequestInfo,
 }
 
 /// Parses a request body strictly; an empty (whitespace-only) body has no root.
 pub fn parse_request(body: &[u8]) -> Result<ParsedRequest<'_>, BodyError> {
     let text = std::str::from_utf8(body).map_err(|_| BodyError::InvalidUtf8)?;
+    let root = json::parse_object(text)?;
+    let info = root
+        .as_ref()
+        .map(RequestInfo::from_root)
+        .unwrap_or_default();
     Ok(ParsedRequest {
         body,
         text,
-        root: json::parse_object(text)?,
+        root,
+        info,
     })
 }
 
 impl ParsedRequest<'_> {
-    /// Model, stream flag and end-user id (the default for an empty body).
-    pub fn info(&self) -> RequestInfo {
-        self.root
-            .as_ref()
-            .map(RequestInfo::from_root)
-            .unwrap_or_default()
+    /// Model, stream flag and end-user id (the default for an empty body), read once.
+    pub fn info(&self) -> &RequestInfo {
+        &self.info
     }
 
     /// [`rewrite_request_body`] on this parse.
@@ -106,7 +110,9 @@ impl ParsedRequest<'_> {
         f: &mut dyn TextFilter,
         model: Option<&str>,
     ) -> Result<Option<Vec<u8>>, BodyError> {
-        let ParsedRequest { body, text, root } = self;
+        let ParsedRequest {
+            body, text, root, ..
+        } = self;
         let Some(mut root) = root else {
             return match model {
                 Some(_) => Err(BodyError::NotAnObject),

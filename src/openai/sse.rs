@@ -160,14 +160,8 @@ impl<'a> SseEvent<'a> {
             };
             let next_data = data_lines.get(di).copied();
             let data_start = |d: DataLine| if di == 0 { d.value_start } else { d.line_start };
-            let take_data = match (next_data, next_comment) {
-                (None, None) => break,
-                (Some(d), Some((s, _, _))) => data_start(d) < s,
-                (Some(_), None) => true,
-                (None, Some(_)) => false,
-            };
             match (next_data, next_comment) {
-                (Some(d), _) if take_data => {
+                (Some(d), c) if c.is_none_or(|(s, _, _)| data_start(d) < s) => {
                     out.extend_from_slice(&self.raw[cursor..data_start(d)]);
                     if di == 0 {
                         write_lines(data.unwrap_or_default(), eol, b"data: ", out);

@@ -188,7 +188,7 @@ pub async fn admit(app: &App, session: &mut Session, ctx: &mut RequestCtx) -> Op
         Some(request_body::Decoded::Body(body)) => match request_body::parse(ctx, body) {
             Ok(req) => {
                 if let Some(req) = &req {
-                    ctx.dispatch_model = req.info().model;
+                    ctx.dispatch_model = req.info().model.clone();
                 }
                 req
             }
