@@ -629,6 +629,18 @@ fn phone_word_before(h: &[u8], s: usize) -> bool {
             .any(|w| word_adjacent(h, s, PHONE_CONTEXT, w, true, PHONE_FILLERS))
 }
 
+/// The number at `s` is labelled as one: a phone word right before it, only fillers between
+/// ("Phone: 0864941566144", "call me at 7147412596461", "mobile no. 08-49 15 27"). Stronger
+/// than [`phone_word_before`]'s 32-byte window: such a number is taken whatever its length
+/// (8-15 digits) or country code. (Only context before a number counts: a stream releases a
+/// number a few bytes after its end, before "… is my number" could arrive.)
+fn phone_labelled(h: &[u8], s: usize) -> bool {
+    PHONE_WORDS
+        .iter()
+        .chain(ADJACENT_PHONE_WORDS.iter())
+        .any(|w| word_adjacent(h, s, PHONE_CONTEXT, w, true, PHONE_FILLERS))
+}
+
 /// Whether `word` (lowercase) starts a word in the `window` bytes before `s` and nothing but
 /// punctuation and `fillers` (lowercase words) stands between it and `s`. With `suffixed`
 /// the word may go on with letters ("call" in "calling").
@@ -717,7 +729,10 @@ fn phone_without_plus(h: &[u8], s: usize, groups: &[(usize, usize)]) -> bool {
     if digits.iter().all(|&b| b == b'0') {
         return false;
     }
-    let phone_word = || phone_word_before(h, s);
+    // Context checks run only for candidates that need them (digit-dense text has many).
+    let label = std::cell::OnceCell::new();
+    let labelled = || *label.get_or_init(|| phone_labelled(h, s));
+    let phone_word = || labelled() || phone_word_before(h, s);
     let lens: Vec<usize> = group_lens(groups).collect();
     // Other national formats have no shape of their own: 8-12 digits in one run or three or
     // four groups, after a phone word.
@@ -733,7 +748,9 @@ fn phone_without_plus(h: &[u8], s: usize, groups: &[(usize, usize)]) -> bool {
         // 13-15 bare digits: an international number without '+' (MSISDN) whose country
         // code fits its length ("4915112345678"; not "1234567890123": NANP has 11).
         let national = (8..=12).contains(&digits.len()) && (bare || (3..=4).contains(&lens.len()));
-        let msisdn = bare && (13..=15).contains(&digits.len()) && v::msisdn_plausible(&digits);
+        let msisdn = bare
+            && (13..=15).contains(&digits.len())
+            && (v::msisdn_plausible(&digits) || labelled());
         (national || msisdn) && !amount && !national_number_not_phone(&h[s..end]) && phone_word()
     };
     if first == b'0' || (first == b'(' && at(h, s + 1) == Some(b'0')) {
@@ -748,7 +765,10 @@ fn phone_without_plus(h: &[u8], s: usize, groups: &[(usize, usize)]) -> bool {
         } else {
             (9..=12).contains(&n) || ((13..=15).contains(&n) && one_separator_kind(&h[s..end]))
         };
-        return (shaped && !national_number_not_phone(&h[s..end])) || (bare && other_national());
+        // Labelled ("Phone: 0864941566144", "contact me at 08-49 15 27"): any 8-15 digits.
+        let labelled_number = || (8..=15).contains(&n) && labelled();
+        return ((shaped || labelled_number()) && !national_number_not_phone(&h[s..end]))
+            || (bare && other_national());
     }
     if first == b'8' && !is_digit(at(h, s + 1)) {
         // Trunk 8 + ten digits (RU/CIS): the (area code) is the evidence, or a phone word.
