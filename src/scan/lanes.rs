@@ -17,9 +17,10 @@
 //! in leftmost-first order they can only keep it alive longer, never change what it reports.
 //! The successor takes its place (and its `q`, for the lane before), and new lanes start
 //! ahead of the last one while there is text left. A lane that sees a match keeps its own
-//! result and the lanes after it are dropped. The lanes report where the match ends; the
-//! matcher has the regex engine find it again from at most the pattern's maximum length
-//! before that end (no match starts earlier). Anything unusual (a cache that gave up, a quit
+//! result and the lanes after it are dropped. The lanes report where the match ends and its
+//! pattern; [`Starts`] walks back from there to where it begins (failing that, the matcher
+//! has the regex engine find it again from at most the pattern's maximum length before that
+//! end: no match starts earlier). Anything unusual (a cache that gave up, a quit
 //! byte, a cache clear under a compared state) returns `None` and the caller runs the plain
 //! search.
 
@@ -118,6 +119,63 @@ impl Lanes {
     pub(crate) fn find_end(&self, hay: &[u8], pos: usize, end: usize) -> Option<Option<HalfMatch>> {
         let mut guard = self.caches.get();
         forward_lanes(&self.dfa, &mut guard, hay, pos, end).ok()
+    }
+}
+
+/// Budget of the start finder's lazy-DFA cache: it walks back over one match at a time.
+const STARTS_CACHE_CAPACITY: usize = 1 << 20;
+
+/// Where a match the lanes found begins: an anchored reverse lazy DFA over the same patterns
+/// (`MatchKind::All`, one start state per pattern), walked back from the match's end — what
+/// the regex engine does after its own forward search, without that forward search again
+/// over the pattern's whole maximum length before the end (an e-mail's is 281 characters).
+pub(crate) struct Starts {
+    dfa: DFA,
+    caches: Pool<Cache, CacheFn>,
+}
+
+impl std::fmt::Debug for Starts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Starts").finish_non_exhaustive()
+    }
+}
+
+impl Starts {
+    /// `reverse` must be the matcher's patterns compiled as a reverse NFA, in priority order.
+    pub(crate) fn new(reverse: NFA) -> Option<Starts> {
+        let config = DFA::config()
+            .match_kind(MatchKind::All)
+            .starts_for_each_pattern(true)
+            .cache_capacity(STARTS_CACHE_CAPACITY)
+            .unicode_word_boundary(true);
+        let dfa = DFA::builder()
+            .configure(config)
+            .build_from_nfa(reverse)
+            .ok()?;
+        let for_pool = dfa.clone();
+        let create: CacheFn = Box::new(move || for_pool.create_cache());
+        Some(Starts {
+            dfa,
+            caches: Pool::new(create),
+        })
+    }
+
+    /// The leftmost `s >= pos` where `hay[s..end]` matches `pattern` — the start of the
+    /// leftmost-first match that ends at `end` (no match at all starts before it). `None` when
+    /// the walk gave up (the caller then searches the plain way).
+    pub(crate) fn start(
+        &self,
+        hay: &[u8],
+        pos: usize,
+        end: usize,
+        pattern: regex_automata::PatternID,
+    ) -> Option<usize> {
+        let input = Input::new(hay)
+            .span(pos..end)
+            .anchored(regex_automata::Anchored::Pattern(pattern));
+        let mut guard = self.caches.get();
+        let found = self.dfa.try_search_rev(&mut guard, &input).ok()??;
+        (found.pattern() == pattern).then_some(found.offset())
     }
 }
 
