@@ -223,6 +223,13 @@ static BUILTINS: &[Builtin] = &[
             r"|(?i:\b(?:phone|tel|tlf|mobil|cel|handy|fax|whatsapp|call|contact)[a-z]{0,7}",
             r#"(?:[\x20\t:.#=>("'\-]{1,4}(?:number|no|nr|num)?){1,2})"#,
             r"[1-9]\d{0,2}(?:[ .\-]\d{1,8}){2,6}",
+            // a phone word, up to four words, and a local number in two to four groups
+            // ("Phone: 8026.4790", "my phone number is 9538-0646", "Tel.: 905 09 486",
+            // "mobile 98 61 48 10"): only with a label are such shapes phones; the validator
+            // checks the words between (fillers only) and keeps the number.
+            r"|(?i:\b(?:phone|tel|tlf|mobil|cel|handy|fax|sms|whatsapp|call|contact|dial)[a-z]{0,7}",
+            r#"[\x20\t:.#=>("'\-]{1,4}(?:[a-z]{1,9}[\x20\t:.]{1,3}){0,4})"#,
+            r"\d{2,5}(?:[ .\-]\d{1,5}){1,3}",
             // optional extension: x123, ext. 123, #123
             r")(?:[ ]?(?:x|ext\.?|#)[ ]?\d{1,6})?\b",
         ),
@@ -594,6 +601,19 @@ fn phone_after_word(h: &[u8], s: usize, e: usize) -> Option<(usize, usize)> {
     }
     let core = phone_core_end(h, n, e);
     let groups = digit_groups(h, n, core);
+    international_after_word(h, n, &groups, core, e)
+        .or_else(|| local_after_label(h, n, &groups, core, e))
+}
+
+/// A number after a phone word whose first group is a country code written without '+'
+/// ("phone 44 20 7946 0958").
+fn international_after_word(
+    h: &[u8],
+    n: usize,
+    groups: &[(usize, usize)],
+    core: usize,
+    e: usize,
+) -> Option<(usize, usize)> {
     let cc_end = groups.first()?.0;
     if !v::country_code(&h[n..cc_end]) {
         return None;
@@ -618,6 +638,42 @@ fn phone_after_word(h: &[u8], s: usize, e: usize) -> Option<(usize, usize)> {
         && !national_number_not_phone(&h[n..number_end])
         && !national_number_not_phone(&h[cc_end..number_end]))
     .then_some((start, end))
+}
+
+/// A local number of 7-12 digits in two to four groups at `n` ("8026.4790", "905 09 486",
+/// "98 61 48 10"), taken only when a phone word labels it (fillers between: "my phone number
+/// is …", "contact me at …") and no further group follows ("Tel: 020 7946 0958 2024": the scan
+/// goes on after this candidate's label and finds the trunk-prefixed number alone).
+fn local_after_label(
+    h: &[u8],
+    n: usize,
+    groups: &[(usize, usize)],
+    core: usize,
+    e: usize,
+) -> Option<(usize, usize)> {
+    let lens: Vec<usize> = group_lens(groups).collect();
+    let digits: Vec<u8> = h[n..core]
+        .iter()
+        .copied()
+        .filter(u8::is_ascii_digit)
+        .collect();
+    let last = lens.last().copied().unwrap_or(0);
+    let shaped = (2..=4).contains(&lens.len())
+        && lens[0] >= 2
+        && lens.iter().all(|&len| len <= 5)
+        && (7..=12).contains(&digits.len());
+    // Amounts with thousands separators ("calls: 12 000 000") and round numbers.
+    let amount = (lens[0] < 3 && lens[1..].iter().all(|&len| len == 3))
+        || digits[digits.len() - last.min(digits.len())..]
+            .iter()
+            .all(|&b| b == b'0');
+    (shaped
+        && !amount
+        && digits_isolated(h, n, core)
+        && !(matches!(at(h, core), Some(b' ' | b'/')) && is_digit(at(h, core + 1)))
+        && !national_number_not_phone(&h[n..core])
+        && phone_labelled(h, n))
+    .then_some((n, e))
 }
 
 /// A phone word shortly before `s`: one of [`PHONE_WORDS`] in the [`PHONE_CONTEXT`] bytes
