@@ -601,8 +601,7 @@ fn phone_after_word(h: &[u8], s: usize, e: usize) -> Option<(usize, usize)> {
     }
     let core = phone_core_end(h, n, e);
     let groups = digit_groups(h, n, core);
-    international_after_word(h, n, &groups, core, e)
-        .or_else(|| local_after_label(h, n, &groups, core, e))
+    international_after_word(h, n, &groups, core, e).or_else(|| local_after_label(h, n, core, e))
 }
 
 /// A number after a phone word whose first group is a country code written without '+'
@@ -620,21 +619,12 @@ fn international_after_word(
     }
     let (start, end) = international(h, n, n, core, e)?;
     let number_end = end.min(core);
-    let digits: Vec<u8> = h[n..number_end]
-        .iter()
-        .copied()
-        .filter(u8::is_ascii_digit)
-        .collect();
-    let lens: Vec<usize> = group_lens(&digit_groups(h, n, number_end)).collect();
+    let (digits, lens) = digits_and_groups(h, n, number_end);
     // Amounts with thousands separators ("call 44 000 000 000", "tel 1 500 000 000").
     let amount = lens.len() > 2 && lens[1..].iter().all(|&len| len == 3);
-    let zeros = lens
-        .last()
-        .and_then(|&len| digits.len().checked_sub(len))
-        .is_some_and(|from| digits[from..].iter().all(|&b| b == b'0'));
     (v::msisdn_plausible(&digits)
         && !amount
-        && !zeros
+        && !last_group_zeros(&digits, &lens)
         && !national_number_not_phone(&h[n..number_end])
         && !national_number_not_phone(&h[cc_end..number_end]))
     .then_some((start, end))
@@ -644,36 +634,36 @@ fn international_after_word(
 /// "98 61 48 10"), taken only when a phone word labels it (fillers between: "my phone number
 /// is …", "contact me at …") and no further group follows ("Tel: 020 7946 0958 2024": the scan
 /// goes on after this candidate's label and finds the trunk-prefixed number alone).
-fn local_after_label(
-    h: &[u8],
-    n: usize,
-    groups: &[(usize, usize)],
-    core: usize,
-    e: usize,
-) -> Option<(usize, usize)> {
-    let lens: Vec<usize> = group_lens(groups).collect();
-    let digits: Vec<u8> = h[n..core]
-        .iter()
-        .copied()
-        .filter(u8::is_ascii_digit)
-        .collect();
-    let last = lens.last().copied().unwrap_or(0);
+fn local_after_label(h: &[u8], n: usize, core: usize, e: usize) -> Option<(usize, usize)> {
+    let (digits, lens) = digits_and_groups(h, n, core);
     let shaped = (2..=4).contains(&lens.len())
         && lens[0] >= 2
         && lens.iter().all(|&len| len <= 5)
         && (7..=12).contains(&digits.len());
     // Amounts with thousands separators ("calls: 12 000 000") and round numbers.
-    let amount = (lens[0] < 3 && lens[1..].iter().all(|&len| len == 3))
-        || digits[digits.len() - last.min(digits.len())..]
-            .iter()
-            .all(|&b| b == b'0');
+    let amount = || lens[0] < 3 && lens[1..].iter().all(|&len| len == 3);
+    let group_follows = matches!(at(h, core), Some(b' ' | b'/')) && is_digit(at(h, core + 1));
     (shaped
-        && !amount
+        && !amount()
+        && !last_group_zeros(&digits, &lens)
         && digits_isolated(h, n, core)
-        && !(matches!(at(h, core), Some(b' ' | b'/')) && is_digit(at(h, core + 1)))
+        && !group_follows
         && !national_number_not_phone(&h[n..core])
         && phone_labelled(h, n))
     .then_some((n, e))
+}
+
+/// The digits of `h[s..e]` and the lengths of its digit groups.
+fn digits_and_groups(h: &[u8], s: usize, e: usize) -> (Vec<u8>, Vec<usize>) {
+    let digits = h[s..e].iter().copied().filter(u8::is_ascii_digit).collect();
+    (digits, group_lens(&digit_groups(h, s, e)).collect())
+}
+
+/// The last digit group is all zeros (a round amount: "… 500 000").
+fn last_group_zeros(digits: &[u8], lens: &[usize]) -> bool {
+    lens.last()
+        .and_then(|&len| digits.len().checked_sub(len))
+        .is_some_and(|from| digits[from..].iter().all(|&b| b == b'0'))
 }
 
 /// A phone word shortly before `s`: one of [`PHONE_WORDS`] in the [`PHONE_CONTEXT`] bytes
