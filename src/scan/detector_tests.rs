@@ -896,9 +896,10 @@ fn api_keys() {
             "xoxp-1234-5678-9012-abcdef0123456789",
         ],
     );
+    let oauth = format!("GOCSPX-{}", rand_alnum(18, 28));
     tp_embedded(
         "api_key.google",
-        &["AIzaSyDaGmWKa4JsXZ-HjGw7ISLn_3namBGewQe"],
+        &["AIzaSyDaGmWKa4JsXZ-HjGw7ISLn_3namBGewQe", &oauth],
     );
     let stripe = format!("sk_live_{}", rand_alnum(11, 24));
     let stripe_r = format!("rk_live_{}", rand_alnum(12, 24));
@@ -969,6 +970,9 @@ fn api_keys() {
             vec![
                 format!("AIza{}", rand_alnum(14, 34)),
                 format!("AIza{}", rand_alnum(15, 40)),
+                format!("GOCSPX-{}", rand_alnum(19, 27)),
+                format!("GOCSPX-{}", rand_alnum(20, 30)),
+                "GOCSPX-xxxxxxxxxxxxxxxxxxxxxxxxxxxx".to_string(),
             ],
         ),
         (

@@ -373,7 +373,8 @@ static BUILTINS: &[Builtin] = &[
     },
     Builtin {
         name: "api_key.google",
-        pattern: r"(?-u)\bAIza[0-9A-Za-z_\-]{35}",
+        // API keys, and OAuth client secrets (`GOCSPX-` + 28)
+        pattern: r"(?-u)\b(?:AIza[0-9A-Za-z_\-]{35}|GOCSPX-[0-9A-Za-z_\-]{28})",
         validate: google_key,
         rank: 8,
         extra_len: 0,
@@ -1317,7 +1318,8 @@ fn slack_webhook(path: &[u8]) -> bool {
 }
 
 fn google_key(h: &[u8], s: usize, e: usize) -> Option<(usize, usize)> {
-    (key_ends(h, e, b"_-") && looks_random(&h[s + 4..e])).then_some((s, e))
+    let body = h[s..e].strip_prefix(b"GOCSPX-").unwrap_or(&h[s + 4..e]);
+    (key_ends(h, e, b"_-") && looks_random(body)).then_some((s, e))
 }
 
 fn stripe_key(h: &[u8], s: usize, e: usize) -> Option<(usize, usize)> {
