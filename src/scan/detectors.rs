@@ -678,8 +678,8 @@ fn phone_word_before(h: &[u8], s: usize) -> bool {
 
 /// The number at `s` is labelled as one: a phone word right before it, only fillers between
 /// ("Phone: 0864941566144", "call me at 7147412596461", "mobile no. 08-49 15 27"). Stronger
-/// than [`phone_word_before`]'s 32-byte window: such a number is taken whatever its length
-/// (8-15 digits) or country code. (Only context before a number counts: a stream releases a
+/// than [`phone_word_before`]'s 32-byte window: such a number is taken whatever its shape
+/// (7-15 digits in up to four groups) or country code. (Only context before a number counts: a stream releases a
 /// number a few bytes after its end, before "… is my number" could arrive.)
 fn phone_labelled(h: &[u8], s: usize) -> bool {
     PHONE_WORDS
