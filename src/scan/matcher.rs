@@ -90,8 +90,10 @@ pub struct Matcher {
     /// first long span (a matcher that only ever sees short texts never pays for it); None if it
     /// could not be built (then every search is the plain one).
     lanes: OnceLock<Option<Lanes>>,
-    /// Where a match the lanes found begins (a reverse lazy DFA), built with the lanes from
-    /// `sources`; None if it could not be built (then the regex engine finds the match again).
+    /// Where a match the lanes found begins (a reverse lazy DFA), built from `sources` on the
+    /// first match the lanes find (≈ 4 ms for the shipped packs, once per rule set; never for
+    /// a matcher that only sees short texts); None if it could not be built (then the regex
+    /// engine finds the match again).
     starts: OnceLock<Option<Starts>>,
     /// The patterns' sources in priority order, for `starts`.
     sources: Vec<String>,
