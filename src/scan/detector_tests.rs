@@ -288,6 +288,9 @@ fn phone() {
             ("mobile 98 61 48 10", "98 61 48 10"),
             ("Please contact me at 42 08 26 10 tomorrow.", "42 08 26 10"),
             ("Phone: 299 2 945", "299 2 945"),
+            ("Phone: (351) 936827521", "(351) 936827521"),
+            ("Call me at (351) 917 167 159.", "(351) 917 167 159"),
+            ("reach me: (415) 555-2671", "(415) 555-2671"),
         ],
     );
     assert_fp(
@@ -299,6 +302,8 @@ fn phone() {
             "the phone bill came to 0864941566144",
             "call stack 08-49 15 27",
             "call stack depth 1234 5678",
+            "see note (351) 936827521",
+            "(12) 345 678 901",
             "the phone bill was 8026.4790",
             "phone 000-0000",
             "tel 12 3456",

@@ -203,6 +203,9 @@ static BUILTINS: &[Builtin] = &[
             // separated 3-3-4 shape is the evidence; NANP's digit rules are not required of it
             // (fictional 555 numbers and generated test data break them).
             r"|(?:\b1[ .\-]?)?(?:\b\d{3}[ .\-]|\B\(\d{3}\)[ .\-]?)\d{3}[ .\-]\d{4}",
+            // a country code in parentheses without '+' ("(351) 936827521", "(351) 932 979
+            // 232"): after the NANP shapes, which keep "(415) 555-2671"; only when labelled.
+            r"|\B\([1-9]\d{0,2}\)[ .\-]?\d{2,9}(?:[ .\-]\d{2,5}){0,3}",
             // NANP written without separators: [1] NXX NXX XXXX
             r"|\b1?[2-9]\d{2}[2-9]\d{6}",
             // trunk 8 (Russia and CIS): 8 (495) 123-45-67, 8 (8452) 12-34-56, 8 800 555-35-35
@@ -826,6 +829,16 @@ fn phone_without_plus(h: &[u8], s: usize, groups: &[(usize, usize)]) -> bool {
     } else {
         &digits[..]
     };
+    if first == b'(' && !(lens[0] == 3 && d.len() == 10) {
+        // A country code in parentheses without '+' ("(351) 936827521"): E.164's length
+        // after a code that exists, and only when a phone word labels it.
+        let cc = &h[s + 1..s + 1 + lens[0]];
+        return at(h, s + 1 + lens[0]) == Some(b')')
+            && v::country_code(cc)
+            && (8..=15).contains(&digits.len())
+            && !national_number_not_phone(&h[s..end])
+            && labelled();
+    }
     let nanp_shape = first == b'('
         || (d.len() == 10 && matches!(lens.as_slice(), [1, 3, 3, 4] | [3, 3, 4] | [10] | [11]));
     if !nanp_shape {
