@@ -104,13 +104,8 @@ impl Lanes {
             // to the plain search, which has its own.
             .minimum_cache_clear_count(None)
             .unicode_word_boundary(true);
-        let dfa = DFA::builder().configure(config).build_from_nfa(nfa).ok()?;
-        let for_pool = dfa.clone();
-        let create: CacheFn = Box::new(move || for_pool.create_cache());
-        Some(Lanes {
-            dfa,
-            caches: Pool::new(create),
-        })
+        let (dfa, caches) = build_pooled(config, nfa)?;
+        Some(Lanes { dfa, caches })
     }
 
     /// Where the leftmost-first match in `hay[pos..end]` ends, and its pattern, as the plain
@@ -148,16 +143,8 @@ impl Starts {
             .starts_for_each_pattern(true)
             .cache_capacity(STARTS_CACHE_CAPACITY)
             .unicode_word_boundary(true);
-        let dfa = DFA::builder()
-            .configure(config)
-            .build_from_nfa(reverse)
-            .ok()?;
-        let for_pool = dfa.clone();
-        let create: CacheFn = Box::new(move || for_pool.create_cache());
-        Some(Starts {
-            dfa,
-            caches: Pool::new(create),
-        })
+        let (dfa, caches) = build_pooled(config, reverse)?;
+        Some(Starts { dfa, caches })
     }
 
     /// The leftmost `s >= pos` where `hay[s..end]` matches `pattern` — the start of the
@@ -177,6 +164,17 @@ impl Starts {
         let found = self.dfa.try_search_rev(&mut guard, &input).ok()??;
         (found.pattern() == pattern).then_some(found.offset())
     }
+}
+
+/// A lazy DFA over `nfa` and a pool of per-thread caches for it.
+fn build_pooled(
+    config: regex_automata::hybrid::dfa::Config,
+    nfa: NFA,
+) -> Option<(DFA, Pool<Cache, CacheFn>)> {
+    let dfa = DFA::builder().configure(config).build_from_nfa(nfa).ok()?;
+    let for_pool = dfa.clone();
+    let create: CacheFn = Box::new(move || for_pool.create_cache());
+    Some((dfa, Pool::new(create)))
 }
 
 fn start_lane(
