@@ -780,9 +780,10 @@ fn phone_without_plus(h: &[u8], s: usize, groups: &[(usize, usize)]) -> bool {
         return false;
     }
     // Context checks run only for candidates that need them (digit-dense text has many).
+    // A labelled number also has a phone word before it: `phone_word` needs no label check.
     let label = std::cell::OnceCell::new();
     let labelled = || *label.get_or_init(|| phone_labelled(h, s));
-    let phone_word = || labelled() || phone_word_before(h, s);
+    let phone_word = || phone_word_before(h, s);
     let lens: Vec<usize> = group_lens(groups).collect();
     // Other national formats have no shape of their own: 8-12 digits in one run or three or
     // four groups, after a phone word.
