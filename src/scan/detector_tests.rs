@@ -173,6 +173,13 @@ fn phone() {
             // trunk 8 with an (area code) (RU)
             "8 (529) 170-34-23",
             "8 (8452) 12-34-56",
+            "8 (712) 844-8740",
+            // a two-digit (area code) and 4-4 or 5-4 digits (BR, MX, AR)
+            "(11) 98765-4321",
+            "(55) 1234-5678",
+            "(79)8893-8811",
+            // three groups of three with dashes (ES, CZ)
+            "967-278-959",
         ],
     );
     // International numbers: the whole number, never a partial one.
@@ -268,7 +275,7 @@ fn phone() {
             ("Tel 353 87 123 4567 x12", "353 87 123 4567 x12"),
         ],
     );
-    // A number labelled as one (a phone word right before it, fillers between) is taken at any length of 8-15 digits and whatever its country code (Faker's msisdn is
+    // A number labelled as one (a phone word right before it, fillers between) is taken at any length of 7-15 digits and whatever its country code (Faker's msisdn is
     // random digits).
     assert_tp(
         "phone",
@@ -291,6 +298,15 @@ fn phone() {
             ("Phone: (351) 936827521", "(351) 936827521"),
             ("Call me at (351) 917 167 159.", "(351) 917 167 159"),
             ("reach me: (415) 555-2671", "(415) 555-2671"),
+            ("Phone: (68) 93864-9270", "(68) 93864-9270"),
+            ("call me on 0768332 tonight", "0768332"),
+            ("contact: 0224208; name: Anna", "0224208"),
+            ("Phone: 314-26-8550-2741", "314-26-8550-2741"),
+            ("Tel: 372 6 7628 5130", "372 6 7628 5130"),
+            ("call me on 120-19543839 tonight", "120-19543839"),
+            ("Phone: 8 (712) 844-8740", "8 (712) 844-8740"),
+            ("mobile 8 (033) 848-1042", "8 (033) 848-1042"),
+            ("Tel 8 800 555 1234", "8 800 555 1234"),
         ],
     );
     assert_fp(
@@ -304,6 +320,11 @@ fn phone() {
             "call stack depth 1234 5678",
             "see note (351) 936827521",
             "(12) 345 678 901",
+            "(12) 1990-2000",
+            "(3) 1234-5678",
+            "(12) 3456-789012",
+            "total 967 278 959",
+            "part 967-278-959-1",
             "the phone bill was 8026.4790",
             "phone 000-0000",
             "tel 12 3456",

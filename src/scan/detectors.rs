@@ -208,8 +208,9 @@ static BUILTINS: &[Builtin] = &[
             r"|\B\([1-9]\d{0,2}\)[ .\-]?\d{2,9}(?:[ .\-]\d{2,5}){0,3}",
             // NANP written without separators: [1] NXX NXX XXXX
             r"|\b1?[2-9]\d{2}[2-9]\d{6}",
-            // trunk 8 (Russia and CIS): 8 (495) 123-45-67, 8 (8452) 12-34-56, 8 800 555-35-35
-            r"|\b8[ \-]?(?:\(\d{3,5}\)[ \-]?|\d{3}[ \-])\d{1,3}(?:[ \-]\d{2}){2}",
+            // trunk 8 (Russia and CIS): 8 (495) 123-45-67, 8 (8452) 12-34-56, 8 800 555-35-35,
+            // 8 (712) 844-8740
+            r"|\b8[ \-]?(?:\(\d{3,5}\)[ \-]?|\d{3}[ \-])\d{1,3}(?:(?:[ \-]\d{2}){2}|[ \-]\d{4})",
             // trunk-prefixed national numbers (UK 020 7946 0958, DE 030/1234567, FR 01 23 45 67
             // 89, SE 08-811 78 75, NL (0578) 696723): a 0, an area code, groups of 2-5 digits
             r"|(?:\b0\d{1,4}|\B\(0\d{1,4}\))[ .\-/]?\d{2,5}(?:[ .\-]?\d{2,5}){0,3}",
@@ -232,7 +233,7 @@ static BUILTINS: &[Builtin] = &[
             // checks the words between (fillers only) and keeps the number.
             r"|(?i:\b(?:phone|tel|tlf|mobil|cel|handy|fax|sms|whatsapp|call|contact|dial)[a-z]{0,7}",
             r#"[\x20\t:.#=>("'\-]{1,4}(?:[a-z]{1,9}[\x20\t:.]{1,3}){0,4})"#,
-            r"\d{2,5}(?:[ .\-]\d{1,5}){1,3}",
+            r"\d{2,5}(?:[ .\-]\d{1,8}){1,3}",
             // optional extension: x123, ext. 123, #123
             r")(?:[ ]?(?:x|ext\.?|#)[ ]?\d{1,6})?\b",
         ),
@@ -634,16 +635,21 @@ fn international_after_word(
     .then_some((start, end))
 }
 
-/// A local number of 7-12 digits in two to four groups at `n` ("8026.4790", "905 09 486",
+/// A number of 7-15 digits (E.164's longest) in two to four groups at `n` ("8026.4790", "905 09 486",
 /// "98 61 48 10"), taken only when a phone word labels it (fillers between: "my phone number
 /// is …", "contact me at …") and no further group follows ("Tel: 020 7946 0958 2024": the scan
 /// goes on after this candidate's label and finds the trunk-prefixed number alone).
 fn local_after_label(h: &[u8], n: usize, core: usize, e: usize) -> Option<(usize, usize)> {
     let (digits, lens) = digits_and_groups(h, n, core);
+    // Groups of up to five digits, or an area code and a long subscriber number joined by a
+    // space or '-' ("120-19543839"; "8026.479012" is a decimal).
+    let short_groups = lens.iter().all(|&len| len <= 5);
+    let long_subscriber =
+        lens[0] <= 5 && lens[1..].iter().all(|&len| len <= 8) && !h[n..core].contains(&b'.');
     let shaped = (2..=4).contains(&lens.len())
         && lens[0] >= 2
-        && lens.iter().all(|&len| len <= 5)
-        && (7..=12).contains(&digits.len());
+        && (short_groups || long_subscriber)
+        && (7..=15).contains(&digits.len());
     // Amounts with thousands separators ("calls: 12 000 000") and round numbers.
     let amount = || lens[0] < 3 && lens[1..].iter().all(|&len| len == 3);
     let group_follows = matches!(at(h, core), Some(b' ' | b'/')) && is_digit(at(h, core + 1));
@@ -759,6 +765,25 @@ fn group_lens(groups: &[(usize, usize)]) -> impl Iterator<Item = usize> + '_ {
     })
 }
 
+/// Latin American shape: a two-digit area code in parentheses and a local number of 4-4 or
+/// 5-4 digits joined by '-' ("(11) 98765-4321" BR, "(55) 1234-5678" MX, "(11) 4567-8901"
+/// AR). The parentheses and the dash together are the evidence, no phone word needed; a
+/// range of years ("(12) 1990-2000") is not one.
+fn area_code_in_parens(h: &[u8], s: usize, groups: &[(usize, usize)]) -> bool {
+    let lens: Vec<usize> = group_lens(groups).collect();
+    if !(matches!(lens.as_slice(), [2, 4 | 5, 4])
+        && h[s + 1] != b'0'
+        && at(h, s + 3) == Some(b')')
+        && matches!(at(h, s + 4), Some(b' ' | b'0'..=b'9'))
+        && at(h, s + 5).is_some_and(|b| b.is_ascii_digit())
+        && at(h, groups[1].0) == Some(b'-'))
+    {
+        return false;
+    }
+    let year = |end: usize| matches!(&h[end - 4..end], [b'1', b'9', ..] | [b'2', b'0', ..]);
+    !(lens[1] == 4 && year(groups[1].0) && year(groups[2].0))
+}
+
 /// Whether the candidate from `s` through the last of `groups` (its digit groups, no
 /// extension) is a national, NANP or phone-word-announced number.
 fn phone_without_plus(h: &[u8], s: usize, groups: &[(usize, usize)]) -> bool {
@@ -816,8 +841,9 @@ fn phone_without_plus(h: &[u8], s: usize, groups: &[(usize, usize)]) -> bool {
         } else {
             (9..=12).contains(&n) || ((13..=15).contains(&n) && one_separator_kind(&h[s..end]))
         };
-        // Labelled ("Phone: 0864941566144", "contact me at 08-49 15 27"): any 8-15 digits.
-        let labelled_number = || (8..=15).contains(&n) && labelled();
+        // Labelled ("Phone: 0864941566144", "contact me at 08-49 15 27", "call me on
+        // 0768332"): any 7-15 digits.
+        let labelled_number = || (7..=15).contains(&n) && labelled();
         return ((shaped || labelled_number()) && !national_number_not_phone(&h[s..end]))
             || (bare && other_national());
     }
@@ -830,6 +856,9 @@ fn phone_without_plus(h: &[u8], s: usize, groups: &[(usize, usize)]) -> bool {
     } else {
         &digits[..]
     };
+    if first == b'(' && area_code_in_parens(h, s, groups) {
+        return true;
+    }
     if first == b'(' && !(lens[0] == 3 && d.len() == 10) {
         // A country code in parentheses without '+' ("(351) 936827521"): E.164's length
         // after a code that exists, and only when a phone word labels it.
@@ -839,6 +868,11 @@ fn phone_without_plus(h: &[u8], s: usize, groups: &[(usize, usize)]) -> bool {
             && (8..=15).contains(&digits.len())
             && !national_number_not_phone(&h[s..end])
             && labelled();
+    }
+    // Three groups of three joined by '-' ("967-278-959" ES, "601-789-595" CZ): amounts
+    // are not written with dashes; with spaces the same digits are as often an amount.
+    if lens == [3, 3, 3] && h[s..end].iter().filter(|&&b| b == b'-').count() == 2 {
+        return true;
     }
     let nanp_shape = first == b'('
         || (d.len() == 10 && matches!(lens.as_slice(), [1, 3, 3, 4] | [3, 3, 4] | [10] | [11]));
