@@ -96,7 +96,10 @@ impl AdminBackend for Backend {
         serde_json::to_value(report).map_err(|e| e.to_string())
     }
 
-    fn metrics_text(&self) -> String {
+    fn metrics_text(&self) -> Option<String> {
+        if !self.app.metrics.enabled() {
+            return None;
+        }
         let snap = self.app.snapshot();
         snap.gateway.export_breaker_states(&self.app.metrics);
         if let Some(a) = &self.app.audit {
@@ -105,7 +108,7 @@ impl AdminBackend for Backend {
         }
         let (dropped, failed) = self.app.tracing.loss_counters();
         self.app.metrics.set_trace_counters(dropped, failed);
-        self.app.metrics.encode()
+        Some(self.app.metrics.encode())
     }
 
     fn record_request(&self, path_class: &'static str, status: u16) {

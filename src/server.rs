@@ -31,7 +31,11 @@ pub struct Running {
 /// Start every component except the Pingora server (shared by `serve` and the test harness).
 pub fn start(source: ConfigSource, config: Config) -> anyhow::Result<Running> {
     telemetry::init_logs(&config.telemetry).ok();
-    let metrics = Metrics::new();
+    let metrics = if config.telemetry.metrics {
+        Metrics::new()
+    } else {
+        Metrics::disabled()
+    };
     let tracing_handle = Tracing::init(&config.telemetry).unwrap_or_else(|e| {
         tracing::error!(error = %e, "OTLP tracing disabled: exporter could not start");
         Tracing::disabled()

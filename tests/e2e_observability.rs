@@ -624,6 +624,29 @@ fn findings_direction_label_names_the_direction() {
 }
 
 #[test]
+fn metrics_turned_off_are_not_served_and_requests_still_work() {
+    let j = Jimini::start(Options {
+        telemetry_yaml: "  metrics: false\n".into(),
+        ..Default::default()
+    });
+    let email = gen_email();
+    let (s, _, b) = chat(
+        &j,
+        &[],
+        &chat_body("gpt-4o", &format!("mail {email}"), false),
+    );
+    assert_eq!(s, 200, "{b}");
+    assert!(!b.contains(&email), "redaction still runs: {b}");
+    assert!(b.contains("[REDACTED:EMAIL]"), "{b}");
+    let r = admin_get(&j, "/metrics", None);
+    assert_eq!(r.status().as_u16(), 404);
+    let err: Value = r.json().expect("JSON error body");
+    assert_eq!(err["error"]["code"], "metrics_disabled", "{err}");
+    assert_eq!(admin_get(&j, "/healthz", None).status().as_u16(), 200);
+    assert_eq!(admin_get(&j, "/readyz", None).status().as_u16(), 200);
+}
+
+#[test]
 fn admin_requests_are_counted_in_metrics() {
     let j = Jimini::start(Options::default());
     let viewer = j.token("viewer");

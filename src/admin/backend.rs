@@ -49,7 +49,8 @@ pub trait AdminBackend: Send + Sync + 'static {
     /// Data-subject erasure.
     fn audit_erase(&self, subject: &str) -> Result<Value, String>;
     /// Prometheus text exposition for `/metrics`.
-    fn metrics_text(&self) -> String;
+    /// None when metrics are turned off (`telemetry.metrics: false`): `/metrics` answers 404.
+    fn metrics_text(&self) -> Option<String>;
     /// Record an admin request (every `/admin/` request, including 401/403) in the audit log.
     fn audit_admin(&self, event: AdminAuditEvent);
     /// Count any admin-listener request in metrics (`jimini_admin_requests_total`). `path_class`

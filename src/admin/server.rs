@@ -429,7 +429,13 @@ async fn handle_open(st: &AppState, which: Open, method: &Method) -> Response {
             Err(r) => r,
         },
         Open::Metrics => match blocking(&st.backend, |b| b.metrics_text()).await {
-            Ok(text) => (
+            Ok(None) => error(
+                StatusCode::NOT_FOUND,
+                "not_found_error",
+                "metrics_disabled",
+                "metrics are turned off (telemetry.metrics: false)",
+            ),
+            Ok(Some(text)) => (
                 StatusCode::OK,
                 [(
                     header::CONTENT_TYPE,
@@ -661,8 +667,8 @@ mod tests {
             self.call(format!("erase:{subject}"));
             Ok(json!({"erased": 0}))
         }
-        fn metrics_text(&self) -> String {
-            "# HELP jimini_active_requests x\njimini_active_requests 0\n".into()
+        fn metrics_text(&self) -> Option<String> {
+            Some("# HELP jimini_active_requests x\njimini_active_requests 0\n".into())
         }
         fn audit_admin(&self, event: AdminAuditEvent) {
             self.audits.lock().unwrap().push(event);

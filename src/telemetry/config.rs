@@ -18,6 +18,9 @@ pub struct TelemetryConfig {
     pub log_level: String,
     /// OpenTelemetry trace export.
     pub otlp: OtlpConfig,
+    /// Prometheus metrics (default on). Off: the request path records nothing and `/metrics`
+    /// answers 404 (for deployments whose metrics come from elsewhere, and to measure their cost).
+    pub metrics: bool,
 }
 
 impl Default for TelemetryConfig {
@@ -26,6 +29,7 @@ impl Default for TelemetryConfig {
             log_format: LogFormat::Json,
             log_level: "info".to_owned(),
             otlp: OtlpConfig::default(),
+            metrics: true,
         }
     }
 }

@@ -132,6 +132,8 @@ pub struct RequestOutcome<'a> {
 }
 
 struct Inner {
+    /// False with `telemetry.metrics: false`: the request-path recorders do nothing.
+    enabled: bool,
     registry: Registry,
     requests: IntCounterVec,
     duration: HistogramVec,
@@ -205,6 +207,10 @@ fn histogram_vec(r: &Registry, name: &str, help: &str, buckets: &[f64]) -> Histo
 impl Metrics {
     /// Fresh registry with every metric registered.
     pub fn new() -> Metrics {
+        Metrics::build(true)
+    }
+
+    fn build(enabled: bool) -> Metrics {
         let r = Registry::new();
         let requests = counter_vec(
             &r,
@@ -322,6 +328,7 @@ impl Metrics {
         );
         Metrics {
             inner: Arc::new(Inner {
+                enabled,
                 registry: r,
                 requests,
                 duration,
@@ -352,6 +359,17 @@ impl Metrics {
         }
     }
 
+    /// Metrics turned off (`telemetry.metrics: false`): nothing on the request path is recorded
+    /// and [`Metrics::enabled`] is false, so `/metrics` is not served.
+    pub fn disabled() -> Metrics {
+        Metrics::build(false)
+    }
+
+    /// Whether metrics are recorded and served.
+    pub fn enabled(&self) -> bool {
+        self.inner.enabled
+    }
+
     /// The underlying registry (e.g. to add process metrics).
     pub fn registry(&self) -> &Registry {
         &self.inner.registry
@@ -359,12 +377,18 @@ impl Metrics {
 
     /// A request entered the proxy.
     pub fn request_started(&self) {
+        if !self.inner.enabled {
+            return;
+        }
         self.inner.active.inc();
     }
 
     /// A request finished (pairs with `request_started`).
     pub fn request_finished(&self, o: &RequestOutcome<'_>) {
         let i = &*self.inner;
+        if !i.enabled {
+            return;
+        }
         i.active.dec();
         let route = i.g_route.clamp(o.route);
         let upstream = if o.upstream.is_empty() {
@@ -389,7 +413,7 @@ impl Metrics {
 
     /// `n` findings of `detector` in `direction` ("request" | "response").
     pub fn finding(&self, detector: &str, direction: &str, n: u64) {
-        if n == 0 {
+        if n == 0 || !self.inner.enabled {
             return;
         }
         let i = &*self.inner;
@@ -401,6 +425,9 @@ impl Metrics {
     /// One rule matched (`action`: allow|flag|redact|block).
     pub fn rule_match(&self, pack: &str, rule: &str, action: &str, shadow: bool) {
         let i = &*self.inner;
+        if !i.enabled {
+            return;
+        }
         i.rule_matches
             .with_label_values(&[
                 i.g_pack.clamp(pack),
@@ -414,6 +441,9 @@ impl Metrics {
     /// An upstream attempt failed (`kind`: connect, timeout, status_5xx, breaker_open, …).
     pub fn upstream_error(&self, upstream: &str, kind: &str) {
         let i = &*self.inner;
+        if !i.enabled {
+            return;
+        }
         i.upstream_errors
             .with_label_values(&[i.g_upstream.clamp(upstream), i.g_kind.clamp(kind)])
             .inc();
@@ -467,6 +497,9 @@ impl Metrics {
 
     /// A request was rejected by a rate limit (`reason`: rpm | tpm).
     pub fn rate_limited(&self, reason: &str) {
+        if !self.inner.enabled {
+            return;
+        }
         self.inner
             .rate_limited
             .with_label_values(&[allow(RATE_REASONS, reason)])
@@ -533,6 +566,33 @@ fn catch_up<const N: usize>(lock: &Mutex<()>, pairs: [(&IntCounter, u64); N]) {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn disabled_metrics_record_nothing() {
+        for (m, on) in [(Metrics::new(), true), (Metrics::disabled(), false)] {
+            assert_eq!(m.enabled(), on);
+            m.request_started();
+            m.finding("email", "request", 3);
+            m.rule_match("pii", "r1", "redact", false);
+            m.upstream_error("mock", "connect");
+            m.rate_limited("rpm");
+            let text = m.encode();
+            for family in [
+                "jimini_active_requests",
+                "jimini_findings_total",
+                "jimini_rule_matches_total",
+                "jimini_upstream_errors_total",
+                "jimini_rate_limited_total",
+            ] {
+                let recorded = text
+                    .lines()
+                    .filter(|l| l.starts_with(family))
+                    .any(|l| !l.ends_with(" 0"));
+                assert_eq!(recorded, on, "{family} (enabled: {on}):\n{text}");
+            }
+        }
+    }
+
     use super::*;
 
     fn line_value(text: &str, prefix: &str) -> Option<f64> {
