@@ -769,9 +769,8 @@ fn group_lens(groups: &[(usize, usize)]) -> impl Iterator<Item = usize> + '_ {
 /// 5-4 digits joined by '-' ("(11) 98765-4321" BR, "(55) 1234-5678" MX, "(11) 4567-8901"
 /// AR). The parentheses and the dash together are the evidence, no phone word needed; a
 /// range of years ("(12) 1990-2000") is not one.
-fn area_code_in_parens(h: &[u8], s: usize, groups: &[(usize, usize)]) -> bool {
-    let lens: Vec<usize> = group_lens(groups).collect();
-    if !(matches!(lens.as_slice(), [2, 4 | 5, 4])
+fn area_code_in_parens(h: &[u8], s: usize, groups: &[(usize, usize)], lens: &[usize]) -> bool {
+    if !(matches!(lens, [2, 4 | 5, 4])
         && h[s + 1] != b'0'
         && at(h, s + 3) == Some(b')')
         && matches!(at(h, s + 4), Some(b' ' | b'0'..=b'9'))
@@ -856,7 +855,7 @@ fn phone_without_plus(h: &[u8], s: usize, groups: &[(usize, usize)]) -> bool {
     } else {
         &digits[..]
     };
-    if first == b'(' && area_code_in_parens(h, s, groups) {
+    if first == b'(' && area_code_in_parens(h, s, groups, &lens) {
         return true;
     }
     if first == b'(' && !(lens[0] == 3 && d.len() == 10) {
