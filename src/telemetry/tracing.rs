@@ -905,8 +905,8 @@ fn traceparent(trace_id: [u8; 16], span_id: [u8; 8], flags: u8) -> String {
     ok &= hex::encode_to_slice(span_id, &mut buf[36..52]).is_ok();
     ok &= hex::encode_to_slice([flags], &mut buf[53..55]).is_ok();
     debug_assert!(ok, "buffer sized for the ids");
-    // Hex digits and dashes only.
-    String::from_utf8_lossy(&buf).into_owned()
+    // Hex digits and dashes only: plain ASCII validation, not the lossy decoder's per-chunk walk.
+    std::str::from_utf8(&buf).unwrap_or_default().to_owned()
 }
 
 /// One request's trace. Inert (a `None`) when tracing is disabled.
