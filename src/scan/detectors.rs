@@ -650,11 +650,10 @@ fn local_after_label(h: &[u8], n: usize, core: usize, e: usize) -> Option<(usize
         && lens[0] >= 2
         && (short_groups || long_subscriber)
         && (7..=15).contains(&digits.len());
-    // Amounts with thousands separators ("calls: 12 000 000") and round numbers.
-    let amount = || lens[0] < 3 && lens[1..].iter().all(|&len| len == 3);
     let group_follows = matches!(at(h, core), Some(b' ' | b'/')) && is_digit(at(h, core + 1));
     (shaped
-        && !amount()
+        // Amounts with thousands separators ("calls: 12 000 000") and round numbers.
+        && !thousands_groups(&lens)
         && !last_group_zeros(&digits, &lens)
         && digits_isolated(h, n, core)
         && !group_follows
@@ -667,6 +666,12 @@ fn local_after_label(h: &[u8], n: usize, core: usize, e: usize) -> Option<(usize
 fn digits_and_groups(h: &[u8], s: usize, e: usize) -> (Vec<u8>, Vec<usize>) {
     let digits = h[s..e].iter().copied().filter(u8::is_ascii_digit).collect();
     (digits, group_lens(&digit_groups(h, s, e)).collect())
+}
+
+/// Digit groups written like an amount with thousands separators: a lead group of one or two
+/// digits, then groups of three ("12 000 000", "1.500.000").
+fn thousands_groups(lens: &[usize]) -> bool {
+    lens.len() > 1 && lens[0] < 3 && lens[1..].iter().all(|&len| len == 3)
 }
 
 /// The last digit group is all zeros (a round amount: "… 500 000").
@@ -816,9 +821,8 @@ fn phone_without_plus(h: &[u8], s: usize, groups: &[(usize, usize)]) -> bool {
         // ("API calls: 12 000 000", "calls 1.500.000"): a short lead group followed by
         // groups of three, or a last group of zeros; bare, four trailing zeros
         // ("calls: 1500000000").
-        let last = &digits[digits.len() - lens.last().copied().unwrap_or(0)..];
-        let amount = (lens.len() > 1 && lens[0] < 3 && lens[1..].iter().all(|&n| n == 3))
-            || (lens.len() > 1 && last.iter().all(|&b| b == b'0'))
+        let amount = thousands_groups(&lens)
+            || (lens.len() > 1 && last_group_zeros(&digits, &lens))
             || (bare && digits.ends_with(b"0000"));
         // 13-15 bare digits: an international number without '+' (MSISDN) whose country
         // code fits its length ("4915112345678"; not "1234567890123": NANP has 11).

@@ -174,7 +174,6 @@ static NEXT_INSTANCE: AtomicU64 = AtomicU64::new(0);
 type FoldMap<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
 
 /// The series one finished request updates.
-#[derive(Clone)]
 struct RequestSeries {
     requests: IntCounter,
     duration: Histogram,
@@ -469,10 +468,9 @@ impl Metrics {
             series.duration.observe(o.duration.as_secs_f64());
             series.overhead.observe(o.overhead.as_secs_f64());
             if let Some(t) = o.ttft {
-                let route = i.g_route.clamp(o.route);
                 series
                     .ttft
-                    .get_or_insert_with(|| i.ttft.with_label_values(&[route]))
+                    .get_or_insert_with(|| i.ttft.with_label_values(&[i.g_route.clamp(o.route)]))
                     .observe(t.as_secs_f64());
             }
         });
