@@ -624,6 +624,10 @@ fn verify_reports_edited_deleted_and_reordered_records_with_seq_file_and_line() 
     j.stop();
     let clean = records(&j.audit_dir);
     assert!(segments(&j.audit_dir).len() >= 3, "expected rotation");
+    // No caller keys, no declared name: anonymous, and no caller hash in the record.
+    for r in clean.iter().filter(|r| r.kind() == "request") {
+        assert!(r.v.get("caller").is_none(), "{}", r.v);
+    }
     assert_verifies(&j.audit_dir);
 
     // A random request record that is neither a file's first nor its last line.
