@@ -5,6 +5,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use opentelemetry::{Array, KeyValue, Value};
 
 const WIRE_VARINT: u64 = 0;
@@ -53,7 +54,8 @@ pub struct TraceExportEncoder {
     resource: Vec<u8>,
     /// `ScopeSpans.scope` field, tag included.
     scope: Vec<u8>,
-    /// `ScopeSpans.spans` fields, tags included.
+    /// `ScopeSpans.spans` fields, tags included, after `head_room()` bytes kept free for the
+    /// request's head (so that a batch is sent where it was encoded, not copied behind it).
     spans: Vec<u8>,
     count: usize,
     /// One span's body while it is encoded.
@@ -75,13 +77,21 @@ impl TraceExportEncoder {
         let mut scope = Vec::new();
         put_bytes(&mut scope, 1, &scope_body);
 
-        TraceExportEncoder {
+        let mut encoder = TraceExportEncoder {
             resource,
             scope,
             spans: Vec::new(),
             count: 0,
             scratch: Vec::new(),
-        }
+        };
+        encoder.spans.resize(encoder.head_room(), 0);
+        encoder
+    }
+
+    /// The most the head before the spans can take: two tags and two ten-byte lengths around
+    /// the resource and the scope.
+    fn head_room(&self) -> usize {
+        2 * (1 + 10) + self.resource.len() + self.scope.len()
     }
 
     /// Spans encoded since the last [`Self::take_request`].
@@ -105,21 +115,25 @@ impl TraceExportEncoder {
     }
 
     /// The encoded request holding every span pushed so far; the encoder is then empty again
-    /// (its span buffer keeps its capacity for the next batch).
-    pub fn take_request(&mut self) -> Vec<u8> {
-        let scope_spans = self.scope.len() + self.spans.len();
+    /// (its next batch gets a buffer of the same size).
+    pub fn take_request(&mut self) -> Bytes {
+        let room = self.head_room();
+        let scope_spans = self.scope.len() + self.spans.len() - room;
         let resource_spans = self.resource.len() + field_len(2, scope_spans);
-        let mut out = Vec::with_capacity(field_len(1, resource_spans));
-        put_tag(&mut out, 1, WIRE_LEN);
-        put_varint(&mut out, resource_spans as u64);
-        out.extend_from_slice(&self.resource);
-        put_tag(&mut out, 2, WIRE_LEN);
-        put_varint(&mut out, scope_spans as u64);
-        out.extend_from_slice(&self.scope);
-        out.extend_from_slice(&self.spans);
-        self.spans.clear();
+        let mut head = Vec::with_capacity(room);
+        put_tag(&mut head, 1, WIRE_LEN);
+        put_varint(&mut head, resource_spans as u64);
+        head.extend_from_slice(&self.resource);
+        put_tag(&mut head, 2, WIRE_LEN);
+        put_varint(&mut head, scope_spans as u64);
+        head.extend_from_slice(&self.scope);
+        let start = room - head.len();
+        let capacity = self.spans.capacity();
+        let mut buf = std::mem::replace(&mut self.spans, Vec::with_capacity(capacity));
+        buf[start..room].copy_from_slice(&head);
+        self.spans.resize(room, 0);
         self.count = 0;
-        out
+        Bytes::from(buf).slice(start..)
     }
 }
 
@@ -166,8 +180,12 @@ fn put_span_body(out: &mut Vec<u8>, s: &WireSpan<'_>) {
 }
 
 fn varint_len(v: u64) -> usize {
-    // 7 payload bits per byte; 0 still takes one byte.
-    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
+    // Most tags and lengths here take one byte.
+    if v < 0x80 {
+        return 1;
+    }
+    // 7 payload bits per byte.
+    (64 - v.leading_zeros() as usize).div_ceil(7)
 }
 
 fn tag_len(field: u64) -> usize {
@@ -189,6 +207,10 @@ fn str_field_len(field: u64, s: &str) -> usize {
 }
 
 fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    if v < 0x80 {
+        out.push(v as u8);
+        return;
+    }
     while v >= 0x80 {
         out.push((v & 0x7f) as u8 | 0x80);
         v >>= 7;

@@ -238,8 +238,8 @@ impl WireHttpExporter {
     }
 
     /// POSTs one encoded `ExportTraceServiceRequest`; any non-2xx answer is a failure.
-    fn post(&self, body: Vec<u8>) -> Result<(), String> {
-        let mut req = http::Request::new(Bytes::from(body));
+    fn post(&self, body: Bytes) -> Result<(), String> {
+        let mut req = http::Request::new(body);
         *req.method_mut() = http::Method::POST;
         *req.uri_mut() = self.uri.clone();
         *req.headers_mut() = self.headers.clone();
