@@ -173,25 +173,17 @@ print(f"  one worker thread (own cost)   : {f[0]/p[0]*100:5.1f} %   (Jimini's CP
 print(f"audit on / off throughput        : {f[0]/na[0]*100:5.1f} %   (target ≥ 95 %)")
 print(f"metrics+tracing on / off         : {tr[0]/nt[0]*100:5.1f} %   (target ≥ 95 %)")
 print()
-print("paired A/B (median of per-pair ratios; quartiles; all pairs):")
 targets = {"default-mt/passthrough-mt": 70, "default/passthrough": 70, "audit-on/off": 95, "telemetry-on/off": 95}
-for label, r in pairs.items():
-    q = statistics.quantiles(r, n=4) if len(r) > 1 else [r[0]] * 3
-    every = " ".join(f"{x:.0f}" for x in r)
-    print(f"  {label:<26}: {statistics.median(r):5.1f} %  [{q[0]:.0f}–{q[2]:.0f}]  (target ≥ {targets.get(label, 0)} %)  {every}")
-print()
-print("paired A/B, Jimini CPU per request (baseline's / variant's: the throughput ratio on cores of its own):")
-for label, r in cpu_pairs.items():
-    q = statistics.quantiles(r, n=4) if len(r) > 1 else [r[0]] * 3
-    every = " ".join(f"{x:.0f}" for x in r)
-    print(f"  {label:<26}: {statistics.median(r):5.1f} %  [{q[0]:.0f}–{q[2]:.0f}]  (target ≥ {targets.get(label, 0)} %)  {every}")
-print()
-print("paired A/B, whole-machine busy CPU per request (baseline's / variant's; steal excluded):")
-for label, r in machine_pairs.items():
-    q = statistics.quantiles(r, n=4) if len(r) > 1 else [r[0]] * 3
-    every = " ".join(f"{x:.0f}" for x in r)
-    print(f"  {label:<26}: {statistics.median(r):5.1f} %  [{q[0]:.0f}–{q[2]:.0f}]  (target ≥ {targets.get(label, 0)} %)  {every}")
-print()
+def paired(title, table):
+    print(title)
+    for label, r in table.items():
+        q = statistics.quantiles(r, n=4) if len(r) > 1 else [r[0]] * 3
+        every = " ".join(f"{x:.0f}" for x in r)
+        print(f"  {label:<26}: {statistics.median(r):5.1f} %  [{q[0]:.0f}–{q[2]:.0f}]  (target ≥ {targets.get(label, 0)} %)  {every}")
+    print()
+paired("paired A/B (median of per-pair ratios; quartiles; all pairs):", pairs)
+paired("paired A/B, Jimini CPU per request (baseline's / variant's: the throughput ratio on cores of its own):", cpu_pairs)
+paired("paired A/B, whole-machine busy CPU per request (baseline's / variant's; steal excluded):", machine_pairs)
 print(f"added p50 (default − direct)     : {f[1]-d[1]:6.0f} µs (target ≤ 100 µs)")
 print(f"added p99 (default − direct)     : {f[2]-d[2]:6.0f} µs (target ≤ 1000 µs)")
 PY
