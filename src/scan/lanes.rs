@@ -478,15 +478,17 @@ fn advance_free(
     }
     let tagged = (0..count).any(|k| f.lanes[idx[k]].sid.is_tagged());
     if !tagged {
-        let walked = match count {
+        let stopped = match count {
             1 => run::<1>(dfa, cache, hay, &mut f.lanes, &idx, room),
             2 => run::<2>(dfa, cache, hay, &mut f.lanes, &idx, room),
             3 => run::<3>(dfa, cache, hay, &mut f.lanes, &idx, room),
             _ => run::<LANES>(dfa, cache, hay, &mut f.lanes, &idx, room),
         };
-        if walked == room {
-            return Ok(());
-        }
+        // The others go on at the next round; the lane that stopped takes its full step.
+        return match stopped {
+            None => Ok(()),
+            Some(k) => step(dfa, cache, &mut f.lanes[idx[k]], hay, true),
+        };
     }
     for &i in &idx[..count] {
         step(dfa, cache, &mut f.lanes[i], hay, true)?;
@@ -494,12 +496,13 @@ fn advance_free(
     Ok(())
 }
 
-/// The hot loop: `M` lanes (`idx`) advance together while every transition is an ordinary
-/// cached one, for at most `room` bytes. Returns how far they went.
+/// The hot loop: `M` lanes (`idx`) advance together, one byte each in turn, for at most
+/// `room` bytes or until a lane meets a transition that is not an ordinary cached one: that
+/// lane (returned) stays before it, the lanes before it in the turn are one byte further.
 ///
-/// Unchecked transitions: with the checked ones every lane paid a bounds check on the
-/// transition table per byte, and the four lanes' loop compiled to 54 instructions per step
-/// (callgrind, on the load test's prompt) with most of its state spilled to the stack.
+/// Each lane's state is committed as soon as it is checked (no second set of registers for
+/// the next states), and transitions are unchecked: the four lanes' loop was 54 instructions
+/// per step with a bounds check per lane and byte and its states spilled to the stack.
 #[inline(always)]
 fn run<const M: usize>(
     dfa: &DFA,
@@ -508,33 +511,35 @@ fn run<const M: usize>(
     lanes: &mut [Lane; LANES],
     idx: &[usize; LANES],
     room: usize,
-) -> usize {
+) -> Option<usize> {
     let mut sid: [LazyStateID; M] = std::array::from_fn(|k| lanes[idx[k]].sid);
     let text: [&[u8]; M] = std::array::from_fn(|k| {
         let at = lanes[idx[k]].at;
         &hay[at..at + room]
     });
     let mut walked = 0;
-    while walked < room {
-        let next: [LazyStateID; M] = std::array::from_fn(|k| {
+    let mut stopped = None;
+    'steps: while walked < room {
+        for k in 0..M {
             // SAFETY: `sid[k]` is untagged (checked by the caller for the first step, below
             // for every later one) and came from this cache, which cannot have been cleared
             // since: the caller aborts the lanes (`Undecided`) on any clear, and this loop
             // only reads the cache. Such an id is valid for `next_state_untagged_unchecked`.
-            unsafe { dfa.next_state_untagged_unchecked(cache, sid[k], text[k][walked]) }
-        });
-        if next.iter().any(|s| s.is_tagged()) {
-            break;
+            let next = unsafe { dfa.next_state_untagged_unchecked(cache, sid[k], text[k][walked]) };
+            if next.is_tagged() {
+                stopped = Some(k);
+                break 'steps;
+            }
+            sid[k] = next;
         }
-        sid = next;
         walked += 1;
     }
     for k in 0..M {
         let lane = &mut lanes[idx[k]];
         lane.sid = sid[k];
-        lane.at += walked;
+        lane.at += walked + usize::from(stopped.is_some_and(|s| k < s));
     }
-    walked
+    stopped
 }
 
 /// A lane past its successor's start walks alone to the next position worth a clean check
