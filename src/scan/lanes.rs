@@ -115,6 +115,21 @@ impl Lanes {
         let mut guard = self.caches.get();
         forward_lanes(&self.dfa, &mut guard, hay, pos, end).ok()
     }
+
+    /// [`Lanes::find_end`], and whether the cache was cleared meanwhile (tests tell a clear,
+    /// which abandons the lanes by design, from any other reason they gave up).
+    #[cfg(test)]
+    pub(crate) fn find_end_observing_clears(
+        &self,
+        hay: &[u8],
+        pos: usize,
+        end: usize,
+    ) -> (Option<Option<HalfMatch>>, bool) {
+        let mut guard = self.caches.get();
+        let clears = guard.clear_count();
+        let found = forward_lanes(&self.dfa, &mut guard, hay, pos, end).ok();
+        (found, guard.clear_count() != clears)
+    }
 }
 
 /// Budget of the start finder's lazy-DFA cache: it walks back over one match at a time.

@@ -337,7 +337,7 @@ impl Matcher {
             .as_ref()
     }
 
-    /// (whether the lanes decided, the matcher's search, the plain engine's search) for a span.
+    /// (what the lanes made of a span, the matcher's search, the plain engine's search).
     #[cfg(test)]
     pub(crate) fn search_both(
         &self,
@@ -345,16 +345,21 @@ impl Matcher {
         pos: usize,
         end: usize,
     ) -> (
-        bool,
+        LaneOutcome,
         Option<regex_automata::Match>,
         Option<regex_automata::Match>,
     ) {
-        let decided = end - pos >= MIN_LANE_SPAN
-            && self
-                .lanes()
-                .is_some_and(|l| l.find_end(hay, pos, end).is_some());
+        let outcome = match self.lanes() {
+            _ if end - pos < MIN_LANE_SPAN => LaneOutcome::NotTried,
+            None => LaneOutcome::NotTried,
+            Some(lanes) => match lanes.find_end_observing_clears(hay, pos, end) {
+                (Some(_), _) => LaneOutcome::Decided,
+                (None, true) => LaneOutcome::CacheCleared,
+                (None, false) => LaneOutcome::GaveUp,
+            },
+        };
         (
-            decided,
+            outcome,
             self.search(hay, pos, end, true),
             self.re.search(&Input::new(hay).span(pos..end)),
         )
@@ -619,6 +624,21 @@ fn skip_token(hay: &[u8], s: usize) -> usize {
         }
     }
     j
+}
+
+/// What the multi-lane search made of a span (tests only).
+#[cfg(test)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LaneOutcome {
+    /// The span is too short for lanes, or the patterns have none.
+    NotTried,
+    /// The lanes found the answer.
+    Decided,
+    /// The lazy-DFA cache filled up and was cleared while several lanes walked: the other
+    /// lanes' states were renumbered, so the plain search took over (by design).
+    CacheCleared,
+    /// Anything else sent the span to the plain search.
+    GaveUp,
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ use std::sync::OnceLock;
 
 use proptest::prelude::*;
 
+use super::matcher::LaneOutcome;
 use super::sha256::double_sha256;
 use super::validators::{bech32_polymod, luhn};
 use super::*;
@@ -803,8 +804,13 @@ proptest! {
         let hay = text.as_bytes();
         for (lanes, plain) in lane_matchers() {
             prop_assert_eq!(lanes.find(&text), plain.find(&text));
-            let (decided, _, _) = lanes.search_both(hay, 0, hay.len());
-            prop_assert!(decided || text.len() < 1024, "the lanes did not decide");
+            // A cache clear abandons the lanes by design (the matchers and their caches live
+            // across cases, so the cache does fill up now and then); nothing else may.
+            let (outcome, _, _) = lanes.search_both(hay, 0, hay.len());
+            prop_assert!(
+                matches!(outcome, LaneOutcome::Decided | LaneOutcome::CacheCleared) || text.len() < 1024,
+                "the lanes did not decide: {:?}", outcome
+            );
             for (a, b) in &cuts {
                 let (mut pos, mut end) = (a.index(hay.len() + 1), b.index(hay.len() + 1));
                 if pos > end {
@@ -876,7 +882,7 @@ fn lanes_with_a_finding_at_every_offset() {
             let hay = text.as_bytes();
             let (lanes_decided, laned, plain_found) = lanes.search_both(hay, 0, hay.len());
             assert!(plain_found.is_some(), "{phrase}");
-            decided += usize::from(lanes_decided);
+            decided += usize::from(lanes_decided == LaneOutcome::Decided);
             assert_eq!(laned, plain_found, "{phrase} at {at}");
             assert_eq!(lanes.find(&text), plain.find(&text), "{phrase} at {at}");
         }
