@@ -58,31 +58,35 @@ pub struct TraceExportEncoder {
     /// request's head (so that a batch is sent where it was encoded, not copied behind it).
     spans: Vec<u8>,
     count: usize,
-    /// One span's body while it is encoded.
-    scratch: Vec<u8>,
 }
 
 impl TraceExportEncoder {
     pub fn new(resource_attributes: &[KeyValue], scope_name: &str, scope_version: &str) -> Self {
-        let mut resource_body = Vec::new();
-        for kv in resource_attributes {
-            put_key_value(&mut resource_body, 1, kv);
-        }
+        let resource_body: usize = resource_attributes
+            .iter()
+            .map(|kv| field_len(1, key_value_len(kv)))
+            .sum();
         let mut resource = Vec::new();
-        put_bytes(&mut resource, 1, &resource_body);
+        append(&mut resource, field_len(1, resource_body), |c| {
+            c.len_prefix(1, resource_body);
+            for kv in resource_attributes {
+                c.key_value(1, kv);
+            }
+        });
 
-        let mut scope_body = Vec::new();
-        put_str(&mut scope_body, 1, scope_name);
-        put_str(&mut scope_body, 2, scope_version);
+        let scope_body = str_field_len(1, scope_name) + str_field_len(2, scope_version);
         let mut scope = Vec::new();
-        put_bytes(&mut scope, 1, &scope_body);
+        append(&mut scope, field_len(1, scope_body), |c| {
+            c.len_prefix(1, scope_body);
+            c.str(1, scope_name);
+            c.str(2, scope_version);
+        });
 
         let mut encoder = TraceExportEncoder {
             resource,
             scope,
             spans: Vec::new(),
             count: 0,
-            scratch: Vec::new(),
         };
         encoder.spans.resize(encoder.head_room(), 0);
         encoder
@@ -104,13 +108,13 @@ impl TraceExportEncoder {
     }
 
     pub fn push(&mut self, s: &WireSpan<'_>) {
-        // The span body goes to a reused scratch buffer first: its length prefix is then known
-        // without a second walk over the attributes.
-        let mut body = std::mem::take(&mut self.scratch);
-        body.clear();
-        put_span_body(&mut body, s);
-        put_bytes(&mut self.spans, 2, &body);
-        self.scratch = body;
+        // Lengths first, then the bytes straight to their place: the span's length prefix is
+        // known without encoding the body aside and copying it behind the prefix.
+        let body = span_body_len(s);
+        append(&mut self.spans, field_len(2, body), |c| {
+            c.len_prefix(2, body);
+            c.span_body(s);
+        });
         self.count += 1;
     }
 
@@ -120,17 +124,22 @@ impl TraceExportEncoder {
         let room = self.head_room();
         let scope_spans = self.scope.len() + self.spans.len() - room;
         let resource_spans = self.resource.len() + field_len(2, scope_spans);
-        let mut head = Vec::with_capacity(room);
-        put_tag(&mut head, 1, WIRE_LEN);
-        put_varint(&mut head, resource_spans as u64);
-        head.extend_from_slice(&self.resource);
-        put_tag(&mut head, 2, WIRE_LEN);
-        put_varint(&mut head, scope_spans as u64);
-        head.extend_from_slice(&self.scope);
-        let start = room - head.len();
+        let head_len = field_len(1, resource_spans) - resource_spans + field_len(2, scope_spans)
+            - scope_spans
+            + self.resource.len()
+            + self.scope.len();
+        let start = room - head_len;
         let capacity = self.spans.capacity();
         let mut buf = std::mem::replace(&mut self.spans, Vec::with_capacity(capacity));
-        buf[start..room].copy_from_slice(&head);
+        let mut c = Cursor {
+            buf: &mut buf[start..room],
+            at: 0,
+        };
+        c.len_prefix(1, resource_spans);
+        c.raw(&self.resource);
+        c.len_prefix(2, scope_spans);
+        c.raw(&self.scope);
+        debug_assert_eq!(c.at, head_len, "head length computed before writing");
         self.spans.resize(room, 0);
         self.count = 0;
         Bytes::from(buf).slice(start..)
@@ -152,31 +161,27 @@ fn unix_nanos(t: SystemTime) -> u64 {
         .unwrap_or(0)
 }
 
-fn put_span_body(out: &mut Vec<u8>, s: &WireSpan<'_>) {
-    put_bytes(out, 1, &s.trace_id);
-    put_bytes(out, 2, &s.span_id);
-    put_str(out, 3, s.trace_state);
-    if let Some(p) = &s.parent_span_id {
-        put_bytes(out, 4, p);
-    }
-    put_str(out, 5, s.name);
-    put_tag(out, 6, WIRE_VARINT);
-    put_varint(out, s.kind as u64);
-    put_tag(out, 7, WIRE_FIXED64);
-    out.extend_from_slice(&unix_nanos(s.start).to_le_bytes());
-    put_tag(out, 8, WIRE_FIXED64);
-    out.extend_from_slice(&unix_nanos(s.end).to_le_bytes());
-    for kv in s.attributes {
-        put_key_value(out, 9, kv);
-    }
-    // Status: code ERROR (2) or an empty message (UNSET), as the SDK always sends one.
-    if s.error {
-        put_bytes(out, 15, &[0x18, 0x02]);
-    } else {
-        put_bytes(out, 15, &[]);
-    }
-    put_tag(out, 16, WIRE_FIXED32);
-    out.extend_from_slice(&span_flags(s).to_le_bytes());
+/// Status: code ERROR (2) or an empty message (UNSET), as the SDK always sends one.
+const STATUS_ERROR: [u8; 2] = [0x18, 0x02];
+
+fn span_body_len(s: &WireSpan<'_>) -> usize {
+    let attributes: usize = s
+        .attributes
+        .iter()
+        .map(|kv| field_len(9, key_value_len(kv)))
+        .sum();
+    field_len(1, s.trace_id.len())
+        + field_len(2, s.span_id.len())
+        + str_field_len(3, s.trace_state)
+        + s.parent_span_id.map_or(0, |p| field_len(4, p.len()))
+        + str_field_len(5, s.name)
+        + tag_len(6)
+        + varint_len(s.kind as u64)
+        + 2 * (tag_len(7) + 8)
+        + attributes
+        + field_len(15, if s.error { STATUS_ERROR.len() } else { 0 })
+        + tag_len(16)
+        + 4
 }
 
 fn varint_len(v: u64) -> usize {
@@ -206,45 +211,142 @@ fn str_field_len(field: u64, s: &str) -> usize {
     }
 }
 
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    if v < 0x80 {
-        out.push(v as u8);
-        return;
+/// Length of a `KeyValue` message's body.
+fn key_value_len(kv: &KeyValue) -> usize {
+    str_field_len(1, kv.key.as_str()) + field_len(2, any_value_len(&kv.value))
+}
+
+/// Appends exactly `n` bytes, written by `write` through a [`Cursor`]. A wrong `n` is a bug
+/// the tests catch; in release a too-large one only leaves the unwritten tail out.
+fn append(out: &mut Vec<u8>, n: usize, write: impl FnOnce(&mut Cursor<'_>)) {
+    let start = out.len();
+    out.resize(start + n, 0);
+    let mut c = Cursor {
+        buf: &mut out[start..],
+        at: 0,
+    };
+    write(&mut c);
+    let written = c.at;
+    debug_assert_eq!(written, n, "length computed before writing");
+    out.truncate(start + written);
+}
+
+/// Writes protobuf into a slice sized beforehand: no capacity check or length update per
+/// byte, as `Vec::push` does (the encoder was ~1.4k instructions per span that way).
+struct Cursor<'a> {
+    buf: &'a mut [u8],
+    at: usize,
+}
+
+impl Cursor<'_> {
+    #[inline(always)]
+    fn byte(&mut self, b: u8) {
+        self.buf[self.at] = b;
+        self.at += 1;
     }
-    while v >= 0x80 {
-        out.push((v & 0x7f) as u8 | 0x80);
-        v >>= 7;
+
+    #[inline(always)]
+    fn varint(&mut self, mut v: u64) {
+        while v >= 0x80 {
+            self.byte((v as u8 & 0x7f) | 0x80);
+            v >>= 7;
+        }
+        self.byte(v as u8);
     }
-    out.push(v as u8);
-}
 
-fn put_tag(out: &mut Vec<u8>, field: u64, wire: u64) {
-    put_varint(out, (field << 3) | wire);
-}
-
-fn put_bytes(out: &mut Vec<u8>, field: u64, b: &[u8]) {
-    put_tag(out, field, WIRE_LEN);
-    put_varint(out, b.len() as u64);
-    out.extend_from_slice(b);
-}
-
-fn put_str(out: &mut Vec<u8>, field: u64, s: &str) {
-    if !s.is_empty() {
-        put_bytes(out, field, s.as_bytes());
+    #[inline(always)]
+    fn tag(&mut self, field: u64, wire: u64) {
+        self.varint((field << 3) | wire);
     }
-}
 
-fn put_key_value(out: &mut Vec<u8>, field: u64, kv: &KeyValue) {
-    let value_len = any_value_len(&kv.value);
-    put_tag(out, field, WIRE_LEN);
-    put_varint(
-        out,
-        (str_field_len(1, kv.key.as_str()) + field_len(2, value_len)) as u64,
-    );
-    put_str(out, 1, kv.key.as_str());
-    put_tag(out, 2, WIRE_LEN);
-    put_varint(out, value_len as u64);
-    put_any_value(out, &kv.value);
+    #[inline(always)]
+    fn raw(&mut self, b: &[u8]) {
+        self.buf[self.at..self.at + b.len()].copy_from_slice(b);
+        self.at += b.len();
+    }
+
+    /// Tag and length of a length-delimited field whose `n` bytes follow.
+    #[inline(always)]
+    fn len_prefix(&mut self, field: u64, n: usize) {
+        self.tag(field, WIRE_LEN);
+        self.varint(n as u64);
+    }
+
+    #[inline(always)]
+    fn bytes(&mut self, field: u64, b: &[u8]) {
+        self.len_prefix(field, b.len());
+        self.raw(b);
+    }
+
+    #[inline(always)]
+    fn str(&mut self, field: u64, s: &str) {
+        if !s.is_empty() {
+            self.bytes(field, s.as_bytes());
+        }
+    }
+
+    fn span_body(&mut self, s: &WireSpan<'_>) {
+        self.bytes(1, &s.trace_id);
+        self.bytes(2, &s.span_id);
+        self.str(3, s.trace_state);
+        if let Some(p) = &s.parent_span_id {
+            self.bytes(4, p);
+        }
+        self.str(5, s.name);
+        self.tag(6, WIRE_VARINT);
+        self.varint(s.kind as u64);
+        self.tag(7, WIRE_FIXED64);
+        self.raw(&unix_nanos(s.start).to_le_bytes());
+        self.tag(8, WIRE_FIXED64);
+        self.raw(&unix_nanos(s.end).to_le_bytes());
+        for kv in s.attributes {
+            self.key_value(9, kv);
+        }
+        self.bytes(15, if s.error { &STATUS_ERROR } else { &[] });
+        self.tag(16, WIRE_FIXED32);
+        self.raw(&span_flags(s).to_le_bytes());
+    }
+
+    fn key_value(&mut self, field: u64, kv: &KeyValue) {
+        let key = kv.key.as_str();
+        let value_len = any_value_len(&kv.value);
+        self.len_prefix(field, str_field_len(1, key) + field_len(2, value_len));
+        self.str(1, key);
+        self.len_prefix(2, value_len);
+        self.any_value(&kv.value);
+    }
+
+    fn scalar(&mut self, s: Scalar<'_>) {
+        match s {
+            Scalar::Bool(b) => {
+                self.tag(2, WIRE_VARINT);
+                self.byte(u8::from(b));
+            }
+            Scalar::Int(i) => {
+                self.tag(3, WIRE_VARINT);
+                self.varint(i as u64);
+            }
+            Scalar::Double(d) => {
+                self.tag(4, WIRE_FIXED64);
+                self.raw(&d.to_le_bytes());
+            }
+            Scalar::Str(s) => self.bytes(1, s.as_bytes()),
+        }
+    }
+
+    fn any_value(&mut self, v: &Value) {
+        match (scalar_of(v), v) {
+            (Some(s), _) => self.scalar(s),
+            (None, Value::Array(a)) if known_array(a) => {
+                self.len_prefix(5, array_body_len(a));
+                for_each_element(a, |s| {
+                    self.len_prefix(1, s.len());
+                    self.scalar(s);
+                });
+            }
+            _ => {}
+        }
+    }
 }
 
 /// One scalar of an `AnyValue`, borrowed out of a `Value` or an `Array` element.
@@ -266,24 +368,6 @@ impl Scalar<'_> {
             Scalar::Int(i) => tag_len(3) + varint_len(i as u64),
             Scalar::Double(_) => tag_len(4) + 8,
             Scalar::Str(s) => field_len(1, s.len()),
-        }
-    }
-
-    fn put(self, out: &mut Vec<u8>) {
-        match self {
-            Scalar::Bool(b) => {
-                put_tag(out, 2, WIRE_VARINT);
-                out.push(u8::from(b));
-            }
-            Scalar::Int(i) => {
-                put_tag(out, 3, WIRE_VARINT);
-                put_varint(out, i as u64);
-            }
-            Scalar::Double(d) => {
-                put_tag(out, 4, WIRE_FIXED64);
-                out.extend_from_slice(&d.to_le_bytes());
-            }
-            Scalar::Str(s) => put_bytes(out, 1, s.as_bytes()),
         }
     }
 }
@@ -330,22 +414,6 @@ fn known_array(a: &Array) -> bool {
         a,
         Array::Bool(_) | Array::I64(_) | Array::F64(_) | Array::String(_)
     )
-}
-
-fn put_any_value(out: &mut Vec<u8>, v: &Value) {
-    match (scalar_of(v), v) {
-        (Some(s), _) => s.put(out),
-        (None, Value::Array(a)) if known_array(a) => {
-            put_tag(out, 5, WIRE_LEN);
-            put_varint(out, array_body_len(a) as u64);
-            for_each_element(a, |s| {
-                put_tag(out, 1, WIRE_LEN);
-                put_varint(out, s.len() as u64);
-                s.put(out);
-            });
-        }
-        _ => {}
-    }
 }
 
 #[cfg(test)]
@@ -506,8 +574,17 @@ mod tests {
     fn varint_lengths_match_the_encoding() {
         for v in [0u64, 1, 127, 128, 16383, 16384, u32::MAX as u64, u64::MAX] {
             let mut out = Vec::new();
-            put_varint(&mut out, v);
+            append(&mut out, varint_len(v), |c| c.varint(v));
             assert_eq!(out.len(), varint_len(v), "{v}");
+            // Seven bits per byte, low groups first, the high bit set on all but the last.
+            let decoded = out
+                .iter()
+                .enumerate()
+                .fold(0u64, |acc, (i, b)| acc | (u64::from(b & 0x7f) << (7 * i)));
+            assert_eq!(decoded, v);
+            assert!(
+                out[..out.len() - 1].iter().all(|b| b & 0x80 != 0) && out[out.len() - 1] < 0x80
+            );
         }
     }
 
@@ -541,6 +618,7 @@ mod tests {
             error in any::<bool>(),
             kvs in proptest::collection::vec(("[a-z._]{1,20}", scalar_value()), 0..20),
             copies in 1usize..4,
+            trace_state in prop_oneof![Just(String::new()), "[a-z]{1,8}=[a-z0-9]{1,150}(,[a-z]{1,8}=[a-z0-9]{1,8}){0,2}"],
         ) {
             let attributes: Vec<KeyValue> =
                 kvs.into_iter().map(|(k, v)| KeyValue::new(k, v)).collect();
@@ -550,7 +628,7 @@ mod tests {
                 span_id,
                 parent_span_id: parent,
                 parent_is_remote: remote,
-                trace_state: "",
+                trace_state: &trace_state,
                 trace_flags: flags,
                 name: &name,
                 kind: [WireSpanKind::Internal, WireSpanKind::Server, WireSpanKind::Client][kind],
