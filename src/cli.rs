@@ -102,23 +102,35 @@ pub enum RulesCommand {
 #[derive(Subcommand, Debug)]
 pub enum AuditCommand {
     /// Verify the hash chain; exit 1 and print the first break.
-    Verify { dir: PathBuf },
+    Verify {
+        /// The audit directory (`audit.dir`; the shipped config's is `./audit`).
+        #[arg(default_value = "audit")]
+        dir: PathBuf,
+    },
     /// Print a data subject's records (GDPR art. 15).
     Export {
+        /// The data subject's id (the request's `user` / `safety_identifier`, or `x-jimini-subject`).
         #[arg(long)]
         subject: String,
+        /// The audit directory (`audit.dir`).
         #[arg(long, default_value = "audit")]
         dir: PathBuf,
     },
     /// Erase a data subject's identity from the log without breaking verification (art. 17).
     Erase {
+        /// The data subject's id (the request's `user` / `safety_identifier`, or `x-jimini-subject`).
         #[arg(long)]
         subject: String,
+        /// The audit directory (`audit.dir`).
         #[arg(long, default_value = "audit")]
         dir: PathBuf,
     },
     /// Write dead-lettered records back into the chain.
-    Replay { dir: PathBuf },
+    Replay {
+        /// The audit directory (`audit.dir`; the shipped config's is `./audit`).
+        #[arg(default_value = "audit")]
+        dir: PathBuf,
+    },
 }
 
 pub fn main() -> ExitCode {

@@ -628,7 +628,40 @@ fn verify_reports_edited_deleted_and_reordered_records_with_seq_file_and_line() 
     for r in clean.iter().filter(|r| r.kind() == "request") {
         assert!(r.v.get("caller").is_none(), "{}", r.v);
     }
-    assert_verifies(&j.audit_dir);
+    let report = assert_verifies(&j.audit_dir);
+
+    // Without DIR, `./audit` (the shipped config's `audit.dir`) is the one verified.
+    let cwd = tempfile::tempdir().unwrap();
+    let copy = copy_dir(&j.audit_dir);
+    std::fs::rename(copy.path(), cwd.path().join("audit")).unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_jimini"))
+        .args(["audit", "verify"])
+        .current_dir(cwd.path())
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let default_dir: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(default_dir["records"], report["records"], "{default_dir:#}");
+    assert_eq!(
+        default_dir["head_hash"], report["head_hash"],
+        "{default_dir:#}"
+    );
+    let empty = tempfile::tempdir().unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_jimini"))
+        .args(["audit", "verify"])
+        .current_dir(empty.path())
+        .output()
+        .unwrap();
+    assert_ne!(
+        o.status.code(),
+        Some(0),
+        "no ./audit must not verify as clean"
+    );
 
     // A random request record that is neither a file's first nor its last line.
     let last_line: BTreeMap<&str, usize> =

@@ -38,8 +38,10 @@ pub enum AuditError {
     Failing,
     #[error("audit directory {} is locked by a running writer (use the running proxy's admin API)", dir.display())]
     Locked { dir: PathBuf },
-    #[error("audit i/o error on {}: {source}", path.display())]
-    Io { path: PathBuf, source: io::Error },
+    // Not a `source`: the message carries the I/O error already, and a chain printer
+    // (`{:#}`) would print it twice.
+    #[error("audit i/o error on {}: {error}", path.display())]
+    Io { path: PathBuf, error: io::Error },
     #[error("audit log corrupt: {0}")]
     Corrupt(String),
     #[error("invalid audit config: {0}")]
@@ -50,7 +52,7 @@ impl AuditError {
     pub(crate) fn io(path: &Path, source: io::Error) -> AuditError {
         AuditError::Io {
             path: path.to_path_buf(),
-            source,
+            error: source,
         }
     }
 }

@@ -1288,3 +1288,19 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn io_errors_name_their_cause_once_in_a_chain() {
+    // The CLI prints errors with their chain (`{:#}`).
+    let e = AuditError::io(Path::new("audit"), io::Error::other("disk on fire"));
+    let chain = format!("{:#}", anyhow::Error::from(e));
+    assert_eq!(chain, "audit i/o error on audit: disk on fire");
+    let missing = verify_dir(Path::new("/nonexistent-audit-dir"))
+        .err()
+        .unwrap();
+    let chain = format!("{:#}", anyhow::Error::from(missing));
+    assert_eq!(
+        chain,
+        "audit i/o error on /nonexistent-audit-dir: no such directory"
+    );
+}

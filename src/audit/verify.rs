@@ -136,7 +136,7 @@ pub fn verify_with(dir: &Path, workers: usize) -> Result<VerifyReport, AuditErro
     if !dir.is_dir() {
         return Err(AuditError::io(
             dir,
-            std::io::Error::from(std::io::ErrorKind::NotFound),
+            std::io::Error::new(std::io::ErrorKind::NotFound, "no such directory"),
         ));
     }
     let segs = list_segments(dir)?;

@@ -358,7 +358,7 @@ impl RuleSet {
     pub fn load_dir(dir: &Path, opts: &RulesOptions) -> Result<RuleSet, RulesError> {
         let io = |p: &Path, e: std::io::Error| RulesError::Io {
             path: p.display().to_string(),
-            source: e,
+            error: e,
         };
         let meta = fs::metadata(dir).map_err(|e| io(dir, e))?;
         let mut paths = Vec::new();
@@ -784,6 +784,10 @@ mod tests {
             .err()
             .unwrap();
         assert!(matches!(missing, RulesError::Io { .. }), "{missing}");
+        // The CLI prints errors with their chain (`{:#}`): the cause once, not twice.
+        let chain = format!("{:#}", anyhow::Error::from(missing));
+        assert!(chain.contains("nope: "), "{chain}");
+        assert_eq!(chain.matches(": ").count(), 1, "{chain}");
     }
 
     #[test]

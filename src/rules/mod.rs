@@ -291,12 +291,10 @@ pub enum RulesError {
     /// A pack is invalid: `rules/pii.yaml:12: rule pii.email: unknown detector 'emial'`.
     #[error("{0}")]
     Invalid(PackError),
-    #[error("{path}: {source}")]
-    Io {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    // Not a `source`: the message carries the I/O error already, and a chain printer
+    // (`{:#}`) would print it twice.
+    #[error("{path}: {error}")]
+    Io { path: String, error: std::io::Error },
     /// The combined matcher could not be built (e.g. size limits across all packs).
     #[error("compiling rule packs: {0}")]
     Compile(String),
