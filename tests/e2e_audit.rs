@@ -634,11 +634,14 @@ fn verify_reports_edited_deleted_and_reordered_records_with_seq_file_and_line() 
     let cwd = tempfile::tempdir().unwrap();
     let copy = copy_dir(&j.audit_dir);
     std::fs::rename(copy.path(), cwd.path().join("audit")).unwrap();
-    let o = Command::new(env!("CARGO_BIN_EXE_jimini"))
-        .args(["audit", "verify"])
-        .current_dir(cwd.path())
-        .output()
-        .unwrap();
+    let verify_without_dir = |cwd: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_jimini"))
+            .args(["audit", "verify"])
+            .current_dir(cwd)
+            .output()
+            .unwrap()
+    };
+    let o = verify_without_dir(cwd.path());
     assert_eq!(
         o.status.code(),
         Some(0),
@@ -652,11 +655,7 @@ fn verify_reports_edited_deleted_and_reordered_records_with_seq_file_and_line() 
         "{default_dir:#}"
     );
     let empty = tempfile::tempdir().unwrap();
-    let o = Command::new(env!("CARGO_BIN_EXE_jimini"))
-        .args(["audit", "verify"])
-        .current_dir(empty.path())
-        .output()
-        .unwrap();
+    let o = verify_without_dir(empty.path());
     assert_ne!(
         o.status.code(),
         Some(0),
