@@ -850,9 +850,13 @@ fn otlp_span_tree_continues_incoming_traceparent_and_propagates_upstream() {
     let model = format!("gpt-trace-{}", rand_lower(6));
     let email = gen_email();
     let marker = rand_lower(10);
+    let tracestate = format!("vendor{}={},other=1", rand_lower(3), rand_hex(8));
     let (status, h, body) = chat(
         &j,
-        &[("traceparent", &format!("00-{trace_id}-{parent_id}-01"))],
+        &[
+            ("traceparent", &format!("00-{trace_id}-{parent_id}-01")),
+            ("tracestate", &tracestate),
+        ],
         &chat_body(&model, &format!("reply to {email} re {marker}"), false),
     );
     assert_eq!(status, 200, "{body}");
@@ -870,6 +874,10 @@ fn otlp_span_tree_continues_incoming_traceparent_and_propagates_upstream() {
         "continues the caller's span"
     );
     assert_eq!(root.kind, 2, "server span");
+    assert!(
+        spans.iter().all(|s| s.trace_state == tracestate),
+        "the caller's tracestate is on every span: {spans:#?}"
+    );
     assert_eq!(root.service_name.as_deref(), Some("jimini"));
     assert_eq!(root.attr_str("gen_ai.request.model"), Some(model.as_str()));
     assert_eq!(root.attr_str("gen_ai.operation.name"), Some("chat"));
@@ -908,6 +916,11 @@ fn otlp_span_tree_continues_incoming_traceparent_and_propagates_upstream() {
         rec.header("traceparent"),
         Some(format!("00-{trace_id}-{}-01", up.span_id).as_str()),
         "upstream traceparent"
+    );
+    assert_eq!(
+        rec.header("tracestate"),
+        Some(tracestate.as_str()),
+        "tracestate passes upstream untouched"
     );
     // no user data in span attributes
     for s in &spans {

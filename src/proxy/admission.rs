@@ -26,16 +26,14 @@ pub async fn admit(app: &App, session: &mut Session, ctx: &mut RequestCtx) -> Op
     ctx.path = path.clone();
     ctx.endpoint = Endpoint::from_path(&path);
     app.metrics.request_started();
-    let traceparent = req
-        .headers
-        .get("traceparent")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    ctx.trace = Some(app.tracing.start_request(
-        traceparent.as_deref(),
-        ctx.endpoint.route(),
-        &ctx.method,
-    ));
+    let context_header = |name: &str| req.headers.get(name).and_then(|v| v.to_str().ok());
+    let traceparent = context_header("traceparent");
+    let tracestate = traceparent.and_then(|_| context_header("tracestate"));
+    ctx.trace =
+        Some(
+            app.tracing
+                .start_request(traceparent, tracestate, ctx.endpoint.route(), &ctx.method),
+        );
 
     // Caller identity: a Jimini caller key when configured, otherwise anonymous (or a declared
     // caller name, when keys are not required).

@@ -9,6 +9,7 @@ use pingora::Error;
 
 use crate::audit::{AuditEvent, Durability, TokenUsage};
 use crate::rules::{Action, Decision};
+use crate::telemetry::tracing::attr;
 use crate::telemetry::{ChildKind, RequestOutcome};
 
 use super::app::App;
@@ -57,29 +58,20 @@ pub async fn record(app: &App, session: &mut Session, e: Option<&Error>, ctx: &m
     }
 
     if let Some(mut trace) = ctx.trace.take() {
-        trace.set_attr("jimini.request_id", ctx.request_id.clone());
-        trace.set_attr("jimini.decision", decision_label);
-        trace.set_attr("jimini.shadow", decision.shadow);
-        trace.set_attr("jimini.upstream", upstream.clone());
-        let rule_ids: Vec<opentelemetry::StringValue> = decision
-            .rules
-            .iter()
-            .map(|h| h.rule.clone().into())
-            .collect();
-        trace.set_attr(
-            "jimini.rules",
-            opentelemetry::Value::Array(opentelemetry::Array::String(rule_ids)),
-        );
+        trace.set_attr(attr::REQUEST_ID, &ctx.request_id);
+        trace.set_attr(attr::DECISION, decision_label);
+        trace.set_attr(attr::SHADOW, decision.shadow);
+        trace.set_attr(attr::UPSTREAM, &upstream);
+        trace.set_rules(decision.rules.iter().map(|h| h.rule.as_str()));
         if let Some(u) = &ctx.usage {
-            trace.set_attr("gen_ai.usage.input_tokens", u.prompt_tokens as i64);
-            trace.set_attr("gen_ai.usage.output_tokens", u.completion_tokens as i64);
+            trace.set_usage(u.prompt_tokens, u.completion_tokens);
         }
         if let (Some(s), Some(e)) = ctx.request_scan_time {
-            trace.child(ChildKind::RequestScan, s, e, []);
+            trace.child(ChildKind::RequestScan, s, e, &[]);
         }
         if let Some(up_start) = ctx.upstream_started {
             let start = wall(ctx, up_start);
-            trace.child(ChildKind::Upstream, start, wall(ctx, now), []);
+            trace.child(ChildKind::Upstream, start, wall(ctx, now), &[]);
         }
         if ctx.response_scan_time > Duration::ZERO {
             let end = SystemTime::now();
@@ -87,7 +79,7 @@ pub async fn record(app: &App, session: &mut Session, e: Option<&Error>, ctx: &m
                 ChildKind::ResponseScan,
                 end - ctx.response_scan_time,
                 end,
-                [],
+                &[],
             );
         }
         trace.end(status);

@@ -11,6 +11,7 @@ use pingora::{Error, ErrorType, Result};
 use crate::config::FailMode;
 use crate::openai::{self, errors};
 use crate::rules::{Direction, Evaluator, Scope};
+use crate::telemetry::tracing::attr;
 
 use super::app::App;
 use super::ctx::{ClientError, RequestCtx};
@@ -141,7 +142,7 @@ pub fn evaluate(
     }
     if let Some(trace) = ctx.trace.as_mut() {
         if let Some(m) = &ctx.model {
-            trace.set_attr("gen_ai.request.model", m.clone());
+            trace.set_attr(attr::GEN_AI_REQUEST_MODEL, m.as_str());
         }
     }
 

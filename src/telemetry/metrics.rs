@@ -5,7 +5,6 @@
 use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -221,6 +220,24 @@ impl SeriesMemo {
             self.key.push_str(p);
             self.key.push('\u{1}');
         }
+    }
+}
+
+/// Appends `n` in decimal (a status code, per request: no formatter).
+fn push_decimal(out: &mut String, n: u16) {
+    let mut digits = [0u8; 5];
+    let mut at = digits.len();
+    let mut rest = n;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    for &d in &digits[at..] {
+        out.push(char::from(d));
     }
 }
 
@@ -455,7 +472,7 @@ impl Metrics {
             let mut memo = memo.borrow_mut();
             let memo = memo.for_owner(i.id);
             memo.set_key(&[o.route, o.upstream, o.decision]);
-            let _ = write!(memo.key, "{}", o.status);
+            push_decimal(&mut memo.key, o.status);
             let series = match memo.requests.get_mut(memo.key.as_str()) {
                 Some(series) => series,
                 None => {
@@ -785,6 +802,15 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn status_keys_are_decimal() {
+        for n in [0u16, 7, 42, 200, 404, 599, 65535] {
+            let mut key = String::from("x");
+            push_decimal(&mut key, n);
+            assert_eq!(key, format!("x{n}"));
+        }
+    }
 
     fn line_value(text: &str, prefix: &str) -> Option<f64> {
         text.lines()

@@ -1,11 +1,14 @@
-//! Telemetry: Prometheus metrics (`metrics`), OTLP traces (`tracing`), structured logs (`logs`)
-//! and the `telemetry:` config section (`config`). Nothing here blocks a request on I/O.
+//! Telemetry: Prometheus metrics (`metrics`), OTLP traces (`tracing`, recorded as `span_attrs`
+//! under W3C `trace_context`), structured logs (`logs`) and the `telemetry:` config section
+//! (`config`). Nothing here blocks a request on I/O.
 
 pub mod config;
 pub mod logs;
 pub mod metrics;
 pub mod otlp_http;
 pub mod otlp_wire;
+pub mod span_attrs;
+pub mod trace_context;
 pub mod tracing;
 
 pub use self::tracing::{ChildKind, RequestTrace, Tracing};

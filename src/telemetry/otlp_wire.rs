@@ -5,8 +5,8 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use super::span_attrs::AttrSet;
 use bytes::Bytes;
-use opentelemetry::{Array, KeyValue, Value};
 
 const WIRE_VARINT: u64 = 0;
 const WIRE_FIXED64: u64 = 1;
@@ -41,7 +41,8 @@ pub struct WireSpan<'a> {
     pub kind: WireSpanKind,
     pub start: SystemTime,
     pub end: SystemTime,
-    pub attributes: &'a [KeyValue],
+    /// Encoded as they were set; their `dropped()` count becomes `dropped_attributes_count`.
+    pub attributes: &'a AttrSet,
     /// Status ERROR (with an empty message) instead of UNSET.
     pub error: bool,
 }
@@ -61,16 +62,17 @@ pub struct TraceExportEncoder {
 }
 
 impl TraceExportEncoder {
-    pub fn new(resource_attributes: &[KeyValue], scope_name: &str, scope_version: &str) -> Self {
+    pub fn new(resource_attributes: &AttrSet, scope_name: &str, scope_version: &str) -> Self {
+        // `Resource.attributes` is field 1 where a span's is field 9: re-tag each `KeyValue`.
         let resource_body: usize = resource_attributes
-            .iter()
-            .map(|kv| field_len(1, key_value_len(kv)))
+            .key_values()
+            .map(|kv| field_len(1, kv.len()))
             .sum();
         let mut resource = Vec::new();
         append(&mut resource, field_len(1, resource_body), |c| {
             c.len_prefix(1, resource_body);
-            for kv in resource_attributes {
-                c.key_value(1, kv);
+            for kv in resource_attributes.key_values() {
+                c.bytes(1, kv);
             }
         });
 
@@ -165,11 +167,6 @@ fn unix_nanos(t: SystemTime) -> u64 {
 const STATUS_ERROR: [u8; 2] = [0x18, 0x02];
 
 fn span_body_len(s: &WireSpan<'_>) -> usize {
-    let attributes: usize = s
-        .attributes
-        .iter()
-        .map(|kv| field_len(9, key_value_len(kv)))
-        .sum();
     field_len(1, s.trace_id.len())
         + field_len(2, s.span_id.len())
         + str_field_len(3, s.trace_state)
@@ -178,13 +175,17 @@ fn span_body_len(s: &WireSpan<'_>) -> usize {
         + tag_len(6)
         + varint_len(s.kind as u64)
         + 2 * (tag_len(7) + 8)
-        + attributes
+        + s.attributes.encoded().len()
+        + match s.attributes.dropped() {
+            0 => 0,
+            n => tag_len(10) + varint_len(u64::from(n)),
+        }
         + field_len(15, if s.error { STATUS_ERROR.len() } else { 0 })
         + tag_len(16)
         + 4
 }
 
-fn varint_len(v: u64) -> usize {
+pub(super) fn varint_len(v: u64) -> usize {
     // Most tags and lengths here take one byte.
     if v < 0x80 {
         return 1;
@@ -193,27 +194,22 @@ fn varint_len(v: u64) -> usize {
     (64 - v.leading_zeros() as usize).div_ceil(7)
 }
 
-fn tag_len(field: u64) -> usize {
+pub(super) fn tag_len(field: u64) -> usize {
     varint_len(field << 3)
 }
 
 /// Length of a length-delimited field carrying `n` bytes, tag included.
-fn field_len(field: u64, n: usize) -> usize {
+pub(super) fn field_len(field: u64, n: usize) -> usize {
     tag_len(field) + varint_len(n as u64) + n
 }
 
 /// proto3 leaves empty strings out.
-fn str_field_len(field: u64, s: &str) -> usize {
+pub(super) fn str_field_len(field: u64, s: &str) -> usize {
     if s.is_empty() {
         0
     } else {
         field_len(field, s.len())
     }
-}
-
-/// Length of a `KeyValue` message's body.
-fn key_value_len(kv: &KeyValue) -> usize {
-    str_field_len(1, kv.key.as_str()) + field_len(2, any_value_len(&kv.value))
 }
 
 /// Appends exactly `n` bytes, written by `write` through a [`Cursor`]. A wrong `n` is a bug
@@ -299,130 +295,30 @@ impl Cursor<'_> {
         self.raw(&unix_nanos(s.start).to_le_bytes());
         self.tag(8, WIRE_FIXED64);
         self.raw(&unix_nanos(s.end).to_le_bytes());
-        for kv in s.attributes {
-            self.key_value(9, kv);
+        self.raw(s.attributes.encoded());
+        if s.attributes.dropped() > 0 {
+            self.varint_field(10, u64::from(s.attributes.dropped()));
         }
         self.bytes(15, if s.error { &STATUS_ERROR } else { &[] });
         self.tag(16, WIRE_FIXED32);
         self.raw(&span_flags(s).to_le_bytes());
     }
 
-    fn key_value(&mut self, field: u64, kv: &KeyValue) {
-        let key = kv.key.as_str();
-        let value_len = any_value_len(&kv.value);
-        self.len_prefix(field, str_field_len(1, key) + field_len(2, value_len));
-        self.str(1, key);
-        self.len_prefix(2, value_len);
-        self.any_value(&kv.value);
+    #[inline(always)]
+    fn varint_field(&mut self, field: u64, v: u64) {
+        self.tag(field, WIRE_VARINT);
+        self.varint(v);
     }
-
-    fn scalar(&mut self, s: Scalar<'_>) {
-        match s {
-            Scalar::Bool(b) => {
-                self.tag(2, WIRE_VARINT);
-                self.byte(u8::from(b));
-            }
-            Scalar::Int(i) => {
-                self.tag(3, WIRE_VARINT);
-                self.varint(i as u64);
-            }
-            Scalar::Double(d) => {
-                self.tag(4, WIRE_FIXED64);
-                self.raw(&d.to_le_bytes());
-            }
-            Scalar::Str(s) => self.bytes(1, s.as_bytes()),
-        }
-    }
-
-    fn any_value(&mut self, v: &Value) {
-        match (scalar_of(v), v) {
-            (Some(s), _) => self.scalar(s),
-            (None, Value::Array(a)) if known_array(a) => {
-                self.len_prefix(5, array_body_len(a));
-                for_each_element(a, |s| {
-                    self.len_prefix(1, s.len());
-                    self.scalar(s);
-                });
-            }
-            _ => {}
-        }
-    }
-}
-
-/// One scalar of an `AnyValue`, borrowed out of a `Value` or an `Array` element.
-#[derive(Clone, Copy)]
-enum Scalar<'a> {
-    Bool(bool),
-    Int(i64),
-    Double(f64),
-    Str(&'a str),
-}
-
-impl Scalar<'_> {
-    /// Length of the `AnyValue` message holding this scalar (the oneof member is always
-    /// written, even when it is the default value).
-    fn len(self) -> usize {
-        match self {
-            Scalar::Bool(_) => tag_len(2) + 1,
-            // Negative int64 values take ten bytes as varints.
-            Scalar::Int(i) => tag_len(3) + varint_len(i as u64),
-            Scalar::Double(_) => tag_len(4) + 8,
-            Scalar::Str(s) => field_len(1, s.len()),
-        }
-    }
-}
-
-/// Calls `f` for each element of an array attribute; `false` for an array kind this encoder
-/// does not know (written as an empty `AnyValue`, as the SDK does for unknown values).
-fn for_each_element(a: &Array, mut f: impl FnMut(Scalar<'_>)) -> bool {
-    match a {
-        Array::Bool(v) => v.iter().for_each(|&b| f(Scalar::Bool(b))),
-        Array::I64(v) => v.iter().for_each(|&i| f(Scalar::Int(i))),
-        Array::F64(v) => v.iter().for_each(|&d| f(Scalar::Double(d))),
-        Array::String(v) => v.iter().for_each(|s| f(Scalar::Str(s.as_str()))),
-        _ => return false,
-    }
-    true
-}
-
-fn array_body_len(a: &Array) -> usize {
-    let mut n = 0;
-    for_each_element(a, |s| n += field_len(1, s.len()));
-    n
-}
-
-fn scalar_of(v: &Value) -> Option<Scalar<'_>> {
-    match v {
-        Value::Bool(b) => Some(Scalar::Bool(*b)),
-        Value::I64(i) => Some(Scalar::Int(*i)),
-        Value::F64(d) => Some(Scalar::Double(*d)),
-        Value::String(s) => Some(Scalar::Str(s.as_str())),
-        _ => None,
-    }
-}
-
-fn any_value_len(v: &Value) -> usize {
-    match (scalar_of(v), v) {
-        (Some(s), _) => s.len(),
-        (None, Value::Array(a)) if known_array(a) => field_len(5, array_body_len(a)),
-        _ => 0,
-    }
-}
-
-fn known_array(a: &Array) -> bool {
-    matches!(
-        a,
-        Array::Bool(_) | Array::I64(_) | Array::F64(_) | Array::String(_)
-    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::telemetry::tracing::attrs_from_key_values;
     use opentelemetry::trace::{
         SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState,
     };
-    use opentelemetry::{InstrumentationScope, StringValue};
+    use opentelemetry::{Array, InstrumentationScope, KeyValue, StringValue, Value};
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
     use opentelemetry_proto::tonic::common::v1::{InstrumentationScope as PScope, KeyValue as PKv};
     use opentelemetry_proto::tonic::trace::v1::Span as PSpan;
@@ -432,8 +328,9 @@ mod tests {
     use std::borrow::Cow;
     use std::time::Duration;
 
-    /// What the SDK's exporter would put on the wire for the same span.
-    fn sdk_span(s: &WireSpan<'_>) -> PSpan {
+    /// What the SDK's exporter would put on the wire for the same span, given the attributes
+    /// the span was recorded from.
+    fn sdk_span(s: &WireSpan<'_>, attributes: &[KeyValue]) -> PSpan {
         let state = if s.trace_state.is_empty() {
             TraceState::default()
         } else {
@@ -458,8 +355,8 @@ mod tests {
             name: Cow::Owned(s.name.to_owned()),
             start_time: s.start,
             end_time: s.end,
-            attributes: s.attributes.to_vec(),
-            dropped_attributes_count: 0,
+            attributes: attributes.to_vec(),
+            dropped_attributes_count: s.attributes.dropped(),
             events: SpanEvents::default(),
             links: SpanLinks::default(),
             status: if s.error {
@@ -491,9 +388,6 @@ mod tests {
                     StringValue::from("ünïcode"),
                 ])),
             ),
-            KeyValue::new("ints", Value::Array(Array::I64(vec![0, -1, i64::MAX]))),
-            KeyValue::new("bools", Value::Array(Array::Bool(vec![true, false]))),
-            KeyValue::new("doubles", Value::Array(Array::F64(vec![1.5, -0.0]))),
             KeyValue::new("none", Value::Array(Array::String(vec![]))),
         ]
     }
@@ -501,6 +395,10 @@ mod tests {
     #[test]
     fn request_decodes_to_what_the_sdk_would_send() {
         let a = attrs();
+        let set = attrs_from_key_values(&a);
+        // More attributes than a span keeps: the first 128 are sent, the rest counted.
+        let many: Vec<KeyValue> = (0..131i64).map(|i| KeyValue::new("n", i)).collect();
+        let full = attrs_from_key_values(&many);
         let t0 = UNIX_EPOCH + Duration::from_nanos(1_700_000_000_123_456_789);
         let spans = [
             WireSpan {
@@ -514,7 +412,7 @@ mod tests {
                 kind: WireSpanKind::Server,
                 start: t0,
                 end: t0 + Duration::from_millis(12),
-                attributes: &a,
+                attributes: &set,
                 error: true,
             },
             WireSpan {
@@ -528,7 +426,7 @@ mod tests {
                 kind: WireSpanKind::Client,
                 start: UNIX_EPOCH - Duration::from_secs(1),
                 end: t0,
-                attributes: &[],
+                attributes: &full,
                 error: false,
             },
         ];
@@ -536,7 +434,7 @@ mod tests {
             KeyValue::new("service.name", "jimini"),
             KeyValue::new("service.version", "1.2.3"),
         ];
-        let mut enc = TraceExportEncoder::new(&resource, "jimini", "1.2.3");
+        let mut enc = TraceExportEncoder::new(&attrs_from_key_values(&resource), "jimini", "1.2.3");
         assert!(enc.is_empty());
         for s in &spans {
             enc.push(s);
@@ -559,14 +457,20 @@ mod tests {
                 ..Default::default()
             })
         );
-        assert_eq!(ss.spans, spans.iter().map(sdk_span).collect::<Vec<_>>());
+        let recorded_from: [&[KeyValue]; 2] = [&a, &many[..128]];
+        let want: Vec<PSpan> = spans
+            .iter()
+            .zip(recorded_from)
+            .map(|(s, a)| sdk_span(s, a))
+            .collect();
+        assert_eq!(ss.spans, want);
 
         // The encoder is reusable: the next request holds only the next batch.
         enc.push(&spans[1]);
         let req = decode(&enc.take_request());
         assert_eq!(
             req.resource_spans[0].scope_spans[0].spans,
-            vec![sdk_span(&spans[1])]
+            vec![sdk_span(&spans[1], &many[..128])]
         );
     }
 
@@ -599,7 +503,6 @@ mod tests {
             proptest::collection::vec(".{0,12}", 0..4).prop_map(|v| Value::Array(Array::String(
                 v.into_iter().map(StringValue::from).collect()
             ))),
-            proptest::collection::vec(any::<i64>(), 0..4).prop_map(|v| Value::Array(Array::I64(v))),
         ]
     }
 
@@ -620,8 +523,9 @@ mod tests {
             copies in 1usize..4,
             trace_state in prop_oneof![Just(String::new()), "[a-z]{1,8}=[a-z0-9]{1,150}(,[a-z]{1,8}=[a-z0-9]{1,8}){0,2}"],
         ) {
-            let attributes: Vec<KeyValue> =
+            let kvs: Vec<KeyValue> =
                 kvs.into_iter().map(|(k, v)| KeyValue::new(k, v)).collect();
+            let set = attrs_from_key_values(&kvs);
             let start = UNIX_EPOCH + Duration::from_nanos(start_ns);
             let span = WireSpan {
                 trace_id,
@@ -634,17 +538,17 @@ mod tests {
                 kind: [WireSpanKind::Internal, WireSpanKind::Server, WireSpanKind::Client][kind],
                 start,
                 end: start + Duration::from_nanos(dur_ns),
-                attributes: &attributes,
+                attributes: &set,
                 error,
             };
-            let mut enc = TraceExportEncoder::new(&[], "jimini", "");
+            let mut enc = TraceExportEncoder::new(&AttrSet::default(), "jimini", "");
             for _ in 0..copies {
                 enc.push(&span);
             }
             let req = decode(&enc.take_request());
             let got = &req.resource_spans[0].scope_spans[0].spans;
             prop_assert_eq!(got.len(), copies);
-            let want = sdk_span(&span);
+            let want = sdk_span(&span, &kvs);
             for s in got {
                 prop_assert_eq!(s, &want);
             }

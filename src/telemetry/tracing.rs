@@ -2,41 +2,47 @@
 //! (server) with `jimini.request_scan`, `jimini.upstream` (client) and `jimini.response_scan`
 //! children, GenAI semantic-convention attributes and W3C `traceparent` propagation upstream.
 //!
-//! The request thread only fills a small record (ids, timestamps, attributes) and hands it over
-//! with one non-blocking `try_send` when the request ends (full queue = trace dropped, counted).
+//! The request thread only fills a small record (ids, timestamps, typed attributes: no
+//! OpenTelemetry types, a few allocations per trace) and hands it over with one non-blocking
+//! `try_send` when the request ends (full queue = trace dropped, counted).
 //! The `jimini-spans` thread batches and exports; it polls the queue instead of parking on it so
 //! that a send never has to wake it. OTLP/HTTP batches are encoded straight from the records
 //! (`otlp_wire`); gRPC goes through the SDK's tonic exporter on a dedicated current-thread Tokio
 //! runtime owned by this module. A slow or dead collector therefore never stalls Pingora's
-//! runtimes. Sampling decisions are the SDK's own samplers.
+//! runtimes. Context parsing and sampling (`trace_context`) follow W3C Trace Context and the
+//! SDK's samplers, decision for decision.
 
 use std::borrow::Cow;
+use std::cell::RefCell;
 use std::future::Future;
+use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::task::{Poll, Wake, Waker};
 use std::thread;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use opentelemetry::propagation::{Extractor, TextMapPropagator};
-use opentelemetry::trace::{SpanContext, SpanId, SpanKind, Status, TraceContextExt, TraceFlags};
-use opentelemetry::{Array, Context, InstrumentationScope, KeyValue, StringValue, Value};
+use opentelemetry::trace::{
+    SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState,
+};
+use opentelemetry::{Array, InstrumentationScope, KeyValue, StringValue, Value};
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
-use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{
-    IdGenerator, RandomIdGenerator, Sampler, SamplingDecision, ShouldSample, SpanData, SpanEvents,
-    SpanExporter, SpanLinks,
+    IdGenerator, RandomIdGenerator, SpanData, SpanEvents, SpanExporter, SpanLinks,
 };
 use opentelemetry_sdk::Resource;
 
-use super::config::{OtlpProtocol, ResolvedOtlp, SamplerSpec};
+use super::config::{OtlpProtocol, ResolvedOtlp};
 use super::otlp_http::PlainHttpClient;
 use super::otlp_wire::{TraceExportEncoder, WireSpan, WireSpanKind};
+use super::span_attrs::{AttrSet, AttrView};
+use super::trace_context::{format_traceparent, keep_tracestate, parse_traceparent, Sampling};
 use super::{TelemetryConfig, TelemetryError};
-use crate::json_text::clip;
+
+pub use super::span_attrs::{SpanValue, MAX_VALUE_LEN as MAX_ATTR_LEN};
 
 #[cfg(test)]
 #[path = "../../tests/common/otlp.rs"]
@@ -115,8 +121,12 @@ const POLL_INTERVAL: Duration = Duration::from_millis(10);
 const DEFAULT_BATCH: usize = 512;
 /// Longest time a span waits for its batch (`OTEL_BSP_SCHEDULE_DELAY`, ms, overrides).
 const DEFAULT_DELAY: Duration = Duration::from_secs(5);
-/// Longest string attribute value, in bytes (see [`RequestTrace::set_attr`]).
-pub const MAX_ATTR_LEN: usize = 256;
+/// Bytes of encoded attributes reserved per sampled request (Jimini sets about fifteen, about
+/// 450 bytes with a model and a few rule ids; more only grows the buffer).
+const ATTR_BYTES: usize = 512;
+/// Most child spans per request (Jimini records three: request scan, upstream, response scan);
+/// later ones are left out.
+const MAX_CHILDREN: usize = 8;
 
 /// Spans recorded per request at most (request span + scan/upstream children, retries aside):
 /// the queue of requests is sized so that `max_queue` counts spans, as in the SDK.
@@ -271,10 +281,10 @@ enum Pipeline {
 }
 
 impl Pipeline {
-    fn push(&mut self, f: Finished) {
+    fn push(&mut self, record: Box<TraceRecord>) {
         match self {
-            Pipeline::Wire { encoder, .. } => f.encode_into(encoder),
-            Pipeline::Sdk { scope, batch, .. } => f.into_spans(scope, batch),
+            Pipeline::Wire { encoder, .. } => record.encode_into(encoder),
+            Pipeline::Sdk { scope, batch, .. } => record.into_spans(scope, batch),
         }
     }
 
@@ -336,29 +346,59 @@ fn block_on<F: Future>(fut: F) -> F::Output {
     }
 }
 
-/// One sampled request as the request thread hands it over.
-struct Finished {
-    cx: SpanContext,
-    parent: SpanId,
-    parent_is_remote: bool,
+/// A child span of `jimini.request`.
+#[derive(Debug)]
+struct ChildRecord {
+    kind: ChildKind,
+    span_id: [u8; 8],
     start: SystemTime,
     end: SystemTime,
-    attrs: Vec<KeyValue>,
+    /// Empty (no allocation) for Jimini's own children.
+    attrs: AttrSet,
     error: bool,
-    children: Vec<Child>,
 }
 
-struct Child {
-    kind: ChildKind,
-    span_id: SpanId,
+impl Default for ChildRecord {
+    fn default() -> Self {
+        ChildRecord {
+            kind: ChildKind::RequestScan,
+            span_id: [0; 8],
+            start: UNIX_EPOCH,
+            end: UNIX_EPOCH,
+            attrs: AttrSet::default(),
+            error: false,
+        }
+    }
+}
+
+/// The ids a request carries whether or not it is sampled: they are propagated either way.
+#[derive(Clone, Copy, Debug)]
+struct TraceIds {
+    trace_id: [u8; 16],
+    span_id: [u8; 8],
+    sampled: bool,
+    /// Pre-allocated id of the first `jimini.upstream` child (sampled requests only).
+    upstream_id: Option<[u8; 8]>,
+}
+
+/// A sampled request's spans as the request thread records them and hands them over.
+struct TraceRecord {
+    ids: TraceIds,
+    /// The caller's span, when the request continued an incoming trace.
+    parent: Option<[u8; 8]>,
+    trace_state: Option<Box<str>>,
     start: SystemTime,
     end: SystemTime,
-    attrs: Vec<KeyValue>,
     error: bool,
+    /// The request span's attributes.
+    attrs: AttrSet,
+    children: [ChildRecord; MAX_CHILDREN],
+    child_count: usize,
+    upstream_id_used: bool,
 }
 
 enum Msg {
-    Trace(Box<Finished>),
+    Trace(Box<TraceRecord>),
     Flush(mpsc::Sender<()>),
 }
 
@@ -370,26 +410,83 @@ fn status_of(error: bool) -> Status {
     }
 }
 
-impl Finished {
+/// Resource attributes (and test fixtures) as an attribute set. Arrays other than string
+/// arrays are written as their display string.
+pub(crate) fn attrs_from_key_values(kvs: &[KeyValue]) -> AttrSet {
+    let mut set = AttrSet::default();
+    for kv in kvs {
+        let key = kv.key.as_str();
+        match &kv.value {
+            Value::Bool(b) => set.push(key, SpanValue::Bool(*b)),
+            Value::I64(i) => set.push(key, SpanValue::Int(*i)),
+            Value::F64(d) => set.push(key, SpanValue::Double(*d)),
+            Value::String(s) => set.push(key, SpanValue::Str(s.as_str())),
+            Value::Array(Array::String(items)) => {
+                set.push_list(key, items.iter().map(StringValue::as_str))
+            }
+            other => set.push(key, SpanValue::Str(&other.as_str())),
+        }
+    }
+    set
+}
+
+/// One span's attributes as the SDK's exporter takes them (gRPC export only).
+fn key_values(attrs: &AttrSet) -> Vec<KeyValue> {
+    attrs
+        .iter()
+        .map(|(key, value)| {
+            let value = match value {
+                AttrView::Str(s) => Value::from(s.to_owned()),
+                AttrView::Int(i) => Value::I64(i),
+                AttrView::Bool(b) => Value::Bool(b),
+                AttrView::Double(d) => Value::F64(d),
+                AttrView::List(items) => Value::Array(Array::String(
+                    items
+                        .iter()
+                        .map(|s| StringValue::from(s.to_owned()))
+                        .collect(),
+                )),
+            };
+            KeyValue::new(key.to_owned(), value)
+        })
+        .collect()
+}
+
+impl TraceRecord {
+    fn children(&self) -> &[ChildRecord] {
+        &self.children[..self.child_count]
+    }
+
     fn into_spans(self, scope: &InstrumentationScope, out: &mut Vec<SpanData>) {
-        let trace_id = self.cx.trace_id();
-        for c in self.children {
+        let trace_state = self
+            .trace_state
+            .as_deref()
+            .and_then(|s| TraceState::from_str(s).ok())
+            .unwrap_or_default();
+        let flags = if self.ids.sampled {
+            TraceFlags::SAMPLED
+        } else {
+            TraceFlags::default()
+        };
+        let trace_id = TraceId::from_bytes(self.ids.trace_id);
+        let request_id = SpanId::from_bytes(self.ids.span_id);
+        for c in self.children() {
             out.push(SpanData {
                 span_context: SpanContext::new(
                     trace_id,
-                    c.span_id,
-                    self.cx.trace_flags(),
+                    SpanId::from_bytes(c.span_id),
+                    flags,
                     false,
-                    self.cx.trace_state().clone(),
+                    trace_state.clone(),
                 ),
-                parent_span_id: self.cx.span_id(),
+                parent_span_id: request_id,
                 parent_span_is_remote: false,
                 span_kind: c.kind.span_kind(),
                 name: Cow::Borrowed(c.kind.span_name()),
                 start_time: c.start,
                 end_time: c.end.max(c.start),
-                attributes: c.attrs,
-                dropped_attributes_count: 0,
+                attributes: key_values(&c.attrs),
+                dropped_attributes_count: c.attrs.dropped(),
                 events: SpanEvents::default(),
                 links: SpanLinks::default(),
                 status: status_of(c.error),
@@ -397,15 +494,15 @@ impl Finished {
             });
         }
         out.push(SpanData {
-            span_context: self.cx,
-            parent_span_id: self.parent,
-            parent_span_is_remote: self.parent_is_remote,
+            span_context: SpanContext::new(trace_id, request_id, flags, false, trace_state),
+            parent_span_id: self.parent.map_or(SpanId::INVALID, SpanId::from_bytes),
+            parent_span_is_remote: self.parent.is_some(),
             span_kind: SpanKind::Server,
             name: Cow::Borrowed(SPAN_REQUEST),
             start_time: self.start,
             end_time: self.end.max(self.start),
-            attributes: self.attrs,
-            dropped_attributes_count: 0,
+            attributes: key_values(&self.attrs),
+            dropped_attributes_count: self.attrs.dropped(),
             events: SpanEvents::default(),
             links: SpanLinks::default(),
             status: status_of(self.error),
@@ -414,18 +511,16 @@ impl Finished {
     }
 
     /// Encodes the children, then the request span, as `into_spans` orders them.
-    fn encode_into(self, encoder: &mut TraceExportEncoder) {
-        let trace_id = self.cx.trace_id().to_bytes();
-        let trace_state = self.cx.trace_state().header();
-        let trace_flags = self.cx.trace_flags().to_u8();
-        let request_id = self.cx.span_id().to_bytes();
-        for c in &self.children {
+    fn encode_into(&self, encoder: &mut TraceExportEncoder) {
+        let trace_state = self.trace_state.as_deref().unwrap_or_default();
+        let trace_flags = u8::from(self.ids.sampled);
+        for c in self.children() {
             encoder.push(&WireSpan {
-                trace_id,
-                span_id: c.span_id.to_bytes(),
-                parent_span_id: Some(request_id),
+                trace_id: self.ids.trace_id,
+                span_id: c.span_id,
+                parent_span_id: Some(self.ids.span_id),
                 parent_is_remote: false,
-                trace_state: &trace_state,
+                trace_state,
                 trace_flags,
                 name: c.kind.span_name(),
                 kind: c.kind.wire_kind(),
@@ -436,11 +531,11 @@ impl Finished {
             });
         }
         encoder.push(&WireSpan {
-            trace_id,
-            span_id: request_id,
-            parent_span_id: (self.parent != SpanId::INVALID).then(|| self.parent.to_bytes()),
-            parent_is_remote: self.parent_is_remote,
-            trace_state: &trace_state,
+            trace_id: self.ids.trace_id,
+            span_id: self.ids.span_id,
+            parent_span_id: self.parent,
+            parent_is_remote: self.parent.is_some(),
+            trace_state,
             trace_flags,
             name: SPAN_REQUEST,
             kind: WireSpanKind::Server,
@@ -511,9 +606,9 @@ fn span_thread(
         let mut flushes = Vec::new();
         loop {
             match rx.try_recv() {
-                Ok(Msg::Trace(f)) => {
+                Ok(Msg::Trace(record)) => {
                     oldest.get_or_insert_with(Instant::now);
-                    pipeline.push(*f);
+                    pipeline.push(record);
                     if pipeline.pending() >= settings.max_batch {
                         export(&mut pipeline);
                         oldest = None;
@@ -547,9 +642,8 @@ fn span_thread(
 
 struct Inner {
     queue: SyncSender<Msg>,
-    sampler: Sampler,
+    sampling: Sampling,
     ids: RandomIdGenerator,
-    propagator: TraceContextPropagator,
     stop: Arc<AtomicBool>,
     done: Mutex<Option<mpsc::Receiver<()>>>,
     runtime: Mutex<Option<RuntimeThread>>,
@@ -617,26 +711,6 @@ impl std::fmt::Debug for Tracing {
     }
 }
 
-fn to_sampler(s: &SamplerSpec) -> Sampler {
-    match s {
-        SamplerSpec::AlwaysOn => Sampler::AlwaysOn,
-        SamplerSpec::AlwaysOff => Sampler::AlwaysOff,
-        SamplerSpec::Ratio(r) => Sampler::TraceIdRatioBased(*r),
-        SamplerSpec::ParentBased(inner) => Sampler::ParentBased(Box::new(to_sampler(inner))),
-    }
-}
-
-struct OneHeader<'a>(&'a str);
-
-impl Extractor for OneHeader<'_> {
-    fn get(&self, key: &str) -> Option<&str> {
-        key.eq_ignore_ascii_case("traceparent").then_some(self.0)
-    }
-    fn keys(&self) -> Vec<&str> {
-        vec!["traceparent"]
-    }
-}
-
 impl Tracing {
     /// No-op tracing: `start_request` returns an inert `RequestTrace`.
     pub fn disabled() -> Tracing {
@@ -699,12 +773,12 @@ impl Tracing {
                 (pipeline, Some(rt))
             }
             OtlpProtocol::HttpProtobuf => {
-                let attrs: Vec<KeyValue> = resource
+                let kvs: Vec<KeyValue> = resource
                     .iter()
                     .map(|(k, v)| KeyValue::new(k.clone(), v.clone()))
                     .collect();
                 let encoder = TraceExportEncoder::new(
-                    &attrs,
+                    &attrs_from_key_values(&kvs),
                     scope.name(),
                     scope.version().unwrap_or_default(),
                 );
@@ -734,9 +808,8 @@ impl Tracing {
         Ok(Tracing {
             inner: Some(Arc::new(Inner {
                 queue,
-                sampler: to_sampler(&r.sampler),
+                sampling: Sampling::from_spec(&r.sampler),
                 ids: RandomIdGenerator::default(),
-                propagator: TraceContextPropagator::new(),
                 stop,
                 done: Mutex::new(Some(done_rx)),
                 runtime: Mutex::new(runtime),
@@ -752,11 +825,13 @@ impl Tracing {
         self.inner.is_some()
     }
 
-    /// Open the `jimini.request` span, continuing the caller's trace when `incoming_traceparent`
-    /// is a valid W3C header (an invalid one starts a new trace).
+    /// Open the `jimini.request` span, continuing the caller's trace when `traceparent` is a
+    /// valid W3C header (an invalid one starts a new trace; `tracestate` is kept on the spans
+    /// only with a valid parent).
     pub fn start_request(
         &self,
-        incoming_traceparent: Option<&str>,
+        traceparent: Option<&str>,
+        tracestate: Option<&str>,
         route: &'static str,
         method: &str,
     ) -> RequestTrace {
@@ -764,64 +839,43 @@ impl Tracing {
             return RequestTrace { active: None };
         };
         let start = SystemTime::now();
-        let parent_cx = match incoming_traceparent {
-            Some(tp) => inner.propagator.extract(&OneHeader(tp.trim())),
-            None => Context::new(),
+        let parent = traceparent.and_then(parse_traceparent);
+        let trace_id = match &parent {
+            Some(p) => p.trace_id,
+            None => inner.ids.new_trace_id().to_bytes(),
         };
-        let parent = parent_cx.span().span_context().clone();
-        let trace_id = if parent.is_valid() {
-            parent.trace_id()
-        } else {
-            inner.ids.new_trace_id()
-        };
-        let mut attrs = Vec::with_capacity(16);
-        attrs.push(KeyValue::new(attr::HTTP_METHOD, method_value(method)));
-        attrs.push(KeyValue::new(attr::HTTP_ROUTE, route));
-        if let Some(op) = gen_ai_operation(route) {
-            let system = if route == "messages" {
-                "anthropic"
-            } else {
-                "openai"
-            };
-            attrs.push(KeyValue::new(attr::GEN_AI_SYSTEM, system));
-            attrs.push(KeyValue::new(attr::GEN_AI_OPERATION, op));
-        }
-        let verdict = inner.sampler.should_sample(
-            Some(&parent_cx),
+        let sampled = inner.sampling.sampled(parent.as_ref(), &trace_id);
+        let ids = TraceIds {
             trace_id,
-            SPAN_REQUEST,
-            &SpanKind::Server,
-            &attrs,
-            &[],
-        );
-        let sampled = verdict.decision == SamplingDecision::RecordAndSample;
-        attrs.extend(verdict.attributes);
-        let flags = if sampled {
-            TraceFlags::SAMPLED
-        } else {
-            TraceFlags::default()
+            span_id: inner.ids.new_span_id().to_bytes(),
+            sampled,
+            upstream_id: sampled.then(|| inner.ids.new_span_id().to_bytes()),
         };
-        let cx = SpanContext::new(
-            trace_id,
-            inner.ids.new_span_id(),
-            flags,
-            false,
-            verdict.trace_state,
-        );
-        let upstream_id = sampled.then(|| inner.ids.new_span_id());
-        RequestTrace {
-            active: Some(Box::new(Active {
-                inner: Arc::clone(inner),
-                cx,
-                parent: parent.is_valid().then(|| parent.span_id()),
-                parent_is_remote: parent.is_remote(),
-                sampled,
+        let record = sampled.then(|| {
+            let mut attrs = AttrSet::with_capacity(ATTR_BYTES);
+            push_request_head(&mut attrs, route, method);
+            Box::new(TraceRecord {
+                ids,
+                parent: parent.map(|p| p.span_id),
+                trace_state: parent
+                    .and(tracestate)
+                    .and_then(keep_tracestate)
+                    .map(Box::from),
                 start,
-                attrs: if sampled { attrs } else { Vec::new() },
-                children: Vec::new(),
-                upstream_id,
+                end: start,
+                error: false,
+                attrs,
+                children: std::array::from_fn(|_| ChildRecord::default()),
+                child_count: 0,
                 upstream_id_used: false,
-            })),
+            })
+        });
+        RequestTrace {
+            active: Some(Active {
+                inner: Arc::clone(inner),
+                ids,
+                record,
+            }),
         }
     }
 
@@ -863,17 +917,6 @@ impl Tracing {
     }
 }
 
-/// The standard methods as static strings (no allocation per request); others owned.
-fn method_value(method: &str) -> StringValue {
-    const KNOWN: [&str; 9] = [
-        "GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "CONNECT", "TRACE",
-    ];
-    match KNOWN.iter().find(|m| **m == method) {
-        Some(m) => StringValue::from(*m),
-        None => StringValue::from(method.to_owned()),
-    }
-}
-
 fn proto_name(p: OtlpProtocol) -> &'static str {
     match p {
         OtlpProtocol::Grpc => "grpc",
@@ -881,37 +924,62 @@ fn proto_name(p: OtlpProtocol) -> &'static str {
     }
 }
 
-struct Active {
-    inner: Arc<Inner>,
-    /// The request span's context (valid even when unsampled, for propagation).
-    cx: SpanContext,
-    parent: Option<SpanId>,
-    parent_is_remote: bool,
-    sampled: bool,
-    start: SystemTime,
-    attrs: Vec<KeyValue>,
-    children: Vec<Child>,
-    /// Pre-allocated id of the first `jimini.upstream` child (sampled requests only).
-    upstream_id: Option<SpanId>,
-    upstream_id_used: bool,
+/// The request span's first attributes: method, route, GenAI system and operation.
+fn request_head(route: &str, method: &str) -> AttrSet {
+    let mut attrs = AttrSet::default();
+    attrs.push(attr::HTTP_METHOD, SpanValue::Str(method));
+    attrs.push(attr::HTTP_ROUTE, SpanValue::Str(route));
+    if let Some(op) = gen_ai_operation(route) {
+        let system = if route == "messages" {
+            "anthropic"
+        } else {
+            "openai"
+        };
+        attrs.push(attr::GEN_AI_SYSTEM, SpanValue::Str(system));
+        attrs.push(attr::GEN_AI_OPERATION, SpanValue::Str(op));
+    }
+    attrs
 }
 
-/// `00-<trace id>-<span id>-<flags>`, hex-encoded by hand: `format!` through the ids' `Display`
-/// impls cost ~0.7 µs per request.
-fn traceparent(trace_id: [u8; 16], span_id: [u8; 8], flags: u8) -> String {
-    let mut buf = [b'-'; 55];
-    buf[..2].copy_from_slice(b"00");
-    let mut ok = hex::encode_to_slice(trace_id, &mut buf[3..35]).is_ok();
-    ok &= hex::encode_to_slice(span_id, &mut buf[36..52]).is_ok();
-    ok &= hex::encode_to_slice([flags], &mut buf[53..55]).is_ok();
-    debug_assert!(ok, "buffer sized for the ids");
-    // Hex digits and dashes only: plain ASCII validation, not the lossy decoder's per-chunk walk.
-    std::str::from_utf8(&buf).unwrap_or_default().to_owned()
+/// Distinct (route, method) heads a thread keeps encoded; methods come from clients, so the
+/// memo is bounded and later pairs are encoded each time.
+const MAX_MEMO_HEADS: usize = 64;
+
+thread_local! {
+    static REQUEST_HEADS: RefCell<Vec<(&'static str, Box<str>, AttrSet)>> =
+        const { RefCell::new(Vec::new()) };
+}
+
+/// Appends [`request_head`], encoded once per thread for each (route, method).
+fn push_request_head(attrs: &mut AttrSet, route: &'static str, method: &str) {
+    REQUEST_HEADS.with(|memo| {
+        let Ok(mut memo) = memo.try_borrow_mut() else {
+            attrs.extend_from(&request_head(route, method));
+            return;
+        };
+        if let Some((_, _, head)) = memo.iter().find(|(r, m, _)| *r == route && **m == *method) {
+            attrs.extend_from(head);
+            return;
+        }
+        let head = request_head(route, method);
+        attrs.extend_from(&head);
+        if memo.len() < MAX_MEMO_HEADS {
+            memo.push((route, method.into(), head));
+        }
+    });
+}
+
+/// A request's trace while it runs.
+struct Active {
+    inner: Arc<Inner>,
+    ids: TraceIds,
+    /// Present when sampled: what will be exported.
+    record: Option<Box<TraceRecord>>,
 }
 
 /// One request's trace. Inert (a `None`) when tracing is disabled.
 pub struct RequestTrace {
-    active: Option<Box<Active>>,
+    active: Option<Active>,
 }
 
 impl std::fmt::Debug for RequestTrace {
@@ -930,144 +998,116 @@ impl RequestTrace {
 
     /// True when attributes and children will be exported.
     pub fn is_recording(&self) -> bool {
-        self.active.as_ref().is_some_and(|a| a.sampled)
+        self.active.as_ref().is_some_and(|a| a.record.is_some())
+    }
+
+    fn record(&mut self) -> Option<&mut TraceRecord> {
+        self.active.as_mut()?.record.as_deref_mut()
     }
 
     /// Set an attribute on the request span (no-op unless recording). String values longer
     /// than [`MAX_ATTR_LEN`] bytes are cut at a character boundary: values such as the model
     /// come from the client's body, and a span is no place for a megabyte of it.
-    pub fn set_attr(&mut self, key: &'static str, value: impl Into<Value>) {
-        if let Some(a) = self.active.as_deref_mut() {
-            if a.sampled {
-                let value = match value.into() {
-                    Value::String(s) if s.as_str().len() > MAX_ATTR_LEN => {
-                        Value::String(clip(s.as_str(), MAX_ATTR_LEN).to_owned().into())
-                    }
-                    v => v,
-                };
-                a.attrs.push(KeyValue::new(key, value));
-            }
+    pub fn set_attr<'v>(&mut self, key: &'static str, value: impl Into<SpanValue<'v>>) {
+        if let Some(r) = self.record() {
+            r.attrs.push(key, value.into());
         }
     }
 
     /// `gen_ai.usage.input_tokens` / `gen_ai.usage.output_tokens` (OTel integers are i64).
     pub fn set_usage(&mut self, input_tokens: u64, output_tokens: u64) {
-        if self.is_recording() {
-            let clamp = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
-            self.set_attr(attr::GEN_AI_INPUT_TOKENS, clamp(input_tokens));
-            self.set_attr(attr::GEN_AI_OUTPUT_TOKENS, clamp(output_tokens));
-        }
+        let clamp = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        self.set_attr(attr::GEN_AI_INPUT_TOKENS, clamp(input_tokens));
+        self.set_attr(attr::GEN_AI_OUTPUT_TOKENS, clamp(output_tokens));
     }
 
     /// `jimini.rules` as a string array.
-    pub fn set_rules<I, S>(&mut self, rules: I)
+    pub fn set_rules<'v, I>(&mut self, rules: I)
     where
-        I: IntoIterator<Item = S>,
-        S: Into<StringValue>,
+        I: IntoIterator<Item = &'v str>,
+        I::IntoIter: Clone,
     {
-        if self.is_recording() {
-            let v: Vec<StringValue> = rules.into_iter().map(Into::into).collect();
-            self.set_attr(attr::RULES, Value::Array(Array::String(v)));
+        if let Some(r) = self.record() {
+            r.attrs.push_list(attr::RULES, rules);
         }
     }
 
     /// Record a finished child span with explicit timestamps. The first `Upstream` child gets the
     /// span id already announced by `upstream_traceparent`; later ones (retries, fallbacks) get
     /// fresh ids. An `error.type` attribute marks the child as failed.
-    pub fn child<I>(&mut self, kind: ChildKind, start: SystemTime, end: SystemTime, attrs: I)
-    where
-        I: IntoIterator<Item = KeyValue>,
-    {
-        let Some(a) = self.active.as_deref_mut() else {
+    pub fn child(
+        &mut self,
+        kind: ChildKind,
+        start: SystemTime,
+        end: SystemTime,
+        attrs: &[(&'static str, SpanValue<'_>)],
+    ) {
+        let Some(a) = self.active.as_mut() else {
             return;
         };
-        if !a.sampled {
+        let Some(r) = a.record.as_deref_mut() else {
+            return;
+        };
+        if r.child_count == MAX_CHILDREN {
             return;
         }
-        let attrs: Vec<KeyValue> = attrs.into_iter().collect();
-        let error = attrs.iter().any(|kv| kv.key.as_str() == attr::ERROR_TYPE);
-        let preset = if kind == ChildKind::Upstream && !a.upstream_id_used {
-            a.upstream_id_used = true;
-            a.upstream_id
+        let preset = if kind == ChildKind::Upstream && !r.upstream_id_used {
+            r.upstream_id_used = true;
+            a.ids.upstream_id
         } else {
             None
         };
-        let span_id = preset.unwrap_or_else(|| a.inner.ids.new_span_id());
-        a.children.push(Child {
+        let span_id = preset.unwrap_or_else(|| a.inner.ids.new_span_id().to_bytes());
+        let mut set = AttrSet::default();
+        for (key, value) in attrs {
+            set.push(key, *value);
+        }
+        r.children[r.child_count] = ChildRecord {
             kind,
             span_id,
             start,
             end,
-            attrs,
-            error,
-        });
+            attrs: set,
+            error: attrs.iter().any(|(key, _)| *key == attr::ERROR_TYPE),
+        };
+        r.child_count += 1;
     }
 
     /// W3C `traceparent` to send upstream: this trace id, the `jimini.upstream` span id (or the
     /// request span id when unsampled), and the sampled flag. `None` when tracing is disabled
     /// (then the client's own header, if any, should pass through untouched).
     pub fn upstream_traceparent(&self) -> Option<String> {
-        let a = self.active.as_ref()?;
-        let sc = &a.cx;
-        if !sc.is_valid() {
-            return None;
-        }
-        let id = a.upstream_id.unwrap_or_else(|| sc.span_id());
-        Some(traceparent(
-            sc.trace_id().to_bytes(),
-            id.to_bytes(),
-            sc.trace_flags().to_u8() & 0x01,
-        ))
-    }
-
-    /// W3C `tracestate` to send upstream, when the incoming one was non-empty.
-    pub fn upstream_tracestate(&self) -> Option<String> {
-        let a = self.active.as_ref()?;
-        let h = a.cx.trace_state().header();
-        (!h.is_empty()).then_some(h)
+        let ids = &self.active.as_ref()?.ids;
+        let header = format_traceparent(
+            ids.trace_id,
+            ids.upstream_id.unwrap_or(ids.span_id),
+            ids.sampled,
+        );
+        std::str::from_utf8(&header).ok().map(str::to_owned)
     }
 
     /// Trace id (hex) for log correlation, when tracing is on.
     pub fn trace_id(&self) -> Option<String> {
-        let a = self.active.as_ref()?;
-        a.cx.is_valid().then(|| a.cx.trace_id().to_string())
+        Some(hex::encode(self.active.as_ref()?.ids.trace_id))
     }
 
     /// Close the request span with the status sent to the client (5xx marks it as an error)
     /// and hand a sampled trace to the span thread without blocking (full queue: dropped).
     pub fn end(self, status: u16) {
-        let Some(a) = self.active else {
-            return;
-        };
-        if !a.sampled {
-            return;
-        }
-        let Active {
+        let Some(Active {
             inner,
-            cx,
-            parent,
-            parent_is_remote,
-            start,
-            mut attrs,
-            children,
+            record: Some(mut record),
             ..
-        } = *a;
-        attrs.push(KeyValue::new(attr::HTTP_STATUS, i64::from(status)));
-        let finished = Finished {
-            cx,
-            parent: parent.unwrap_or(SpanId::INVALID),
-            parent_is_remote,
-            start,
-            end: SystemTime::now(),
-            attrs,
-            error: status >= 500,
-            children,
+        }) = self.active
+        else {
+            return;
         };
-        if inner
-            .queue
-            .try_send(Msg::Trace(Box::new(finished)))
-            .is_err()
-        {
+        record
+            .attrs
+            .push(attr::HTTP_STATUS, SpanValue::Int(i64::from(status)));
+        record.end = SystemTime::now();
+        record.error = status >= 500;
+        if inner.queue.try_send(Msg::Trace(record)).is_err() {
             inner.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -1077,29 +1117,21 @@ impl RequestTrace {
 mod tests {
     use super::otlp_receiver::OtlpReceiver;
     use super::*;
-    use crate::telemetry::config::OtlpConfig;
+    use crate::telemetry::config::{OtlpConfig, SamplerSpec};
 
     fn assert_send_sync<T: Send + Sync>() {}
 
     #[test]
-    fn traceparent_matches_the_w3c_format() {
-        let t = opentelemetry::trace::TraceId::from_bytes([
-            0x0a, 0xf7, 0x65, 0x19, 0x16, 0xcd, 0x43, 0xdd, 0x84, 0x48, 0xeb, 0x21, 0x1c, 0x80,
-            0x31, 0x9c,
-        ]);
-        let sp = SpanId::from_bytes([0xb7, 0xad, 0x6b, 0x71, 0x69, 0x20, 0x33, 0x31]);
-        assert_eq!(
-            traceparent(t.to_bytes(), sp.to_bytes(), 1),
-            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
-        );
-        for flags in [0u8, 1] {
+    fn traceparent_matches_the_sdk_ids_display() {
+        for (trace, span, sampled) in [([0x0a; 16], [0xb7; 8], true), ([0; 16], [255; 8], false)] {
+            let header = format_traceparent(trace, span, sampled);
             assert_eq!(
-                traceparent([0; 16], [255; 8], flags),
+                std::str::from_utf8(&header).unwrap(),
                 format!(
                     "00-{}-{}-{:02x}",
-                    opentelemetry::trace::TraceId::from_bytes([0; 16]),
-                    SpanId::from_bytes([255; 8]),
-                    flags
+                    TraceId::from_bytes(trace),
+                    SpanId::from_bytes(span),
+                    u8::from(sampled)
                 )
             );
         }
@@ -1107,9 +1139,6 @@ mod tests {
 
     #[test]
     fn long_string_attributes_are_clipped_on_a_char_boundary() {
-        assert_eq!(clip("abc", 5), "abc");
-        assert_eq!(clip("héllo", 2), "h");
-        assert_eq!(clip("héllo", 3), "hé");
         let rx = OtlpReceiver::start();
         let t = Tracing::init_resolved(&resolved(
             rx.endpoint(),
@@ -1117,9 +1146,9 @@ mod tests {
             always(),
         ))
         .unwrap();
-        let mut rt = t.start_request(None, "chat", "POST");
+        let mut rt = t.start_request(None, None, "chat", "POST");
         let huge = "é".repeat(100_000);
-        rt.set_attr(attr::GEN_AI_REQUEST_MODEL, huge.clone());
+        rt.set_attr(attr::GEN_AI_REQUEST_MODEL, huge.as_str());
         rt.set_attr(attr::REQUEST_ID, "short");
         rt.end(200);
         t.shutdown();
@@ -1162,6 +1191,7 @@ mod tests {
         assert!(!t.is_enabled());
         let mut rt = t.start_request(
             Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+            None,
             "chat",
             "POST",
         );
@@ -1171,7 +1201,7 @@ mod tests {
             ChildKind::Upstream,
             SystemTime::now(),
             SystemTime::now(),
-            [],
+            &[],
         );
         assert_eq!(rt.upstream_traceparent(), None);
         rt.end(200);
@@ -1192,7 +1222,12 @@ mod tests {
         ))
         .unwrap();
         let incoming = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
-        let mut rt = t.start_request(Some(incoming), "chat", "POST");
+        let mut rt = t.start_request(
+            Some(incoming),
+            Some("rojo=00f067aa0ba902b7"),
+            "chat",
+            "POST",
+        );
         assert!(rt.is_recording());
         rt.set_attr(attr::REQUEST_ID, "req-1");
         rt.set_attr(attr::GEN_AI_REQUEST_MODEL, "gpt-4o");
@@ -1209,21 +1244,21 @@ mod tests {
             ChildKind::RequestScan,
             ms(0),
             ms(1),
-            [KeyValue::new("jimini.findings", 2i64)],
+            &[("jimini.findings", SpanValue::Int(2))],
         );
         rt.child(
             ChildKind::Upstream,
             ms(1),
             ms(50),
-            [KeyValue::new(attr::UPSTREAM, "openai")],
+            &[(attr::UPSTREAM, SpanValue::Str("openai"))],
         );
         rt.child(
             ChildKind::Upstream,
             ms(50),
             ms(60),
-            [KeyValue::new(attr::ERROR_TYPE, "timeout")],
+            &[(attr::ERROR_TYPE, SpanValue::Str("timeout"))],
         );
-        rt.child(ChildKind::ResponseScan, ms(60), ms(61), []);
+        rt.child(ChildKind::ResponseScan, ms(60), ms(61), &[]);
         rt.end(200);
         t.shutdown();
 
@@ -1233,6 +1268,9 @@ mod tests {
         assert_eq!(req.trace_id, "0af7651916cd43dd8448eb211c80319c");
         assert_eq!(req.parent_span_id, "b7ad6b7169203331");
         assert_eq!(req.kind, 2, "server");
+        assert!(spans
+            .iter()
+            .all(|s| s.trace_state == "rojo=00f067aa0ba902b7"));
         assert_eq!(req.service_name.as_deref(), Some("jimini-test"));
         let s = |k: &str| {
             req.attr_str(k)
@@ -1279,7 +1317,7 @@ mod tests {
         let rx = OtlpReceiver::start_grpc();
         let t =
             Tracing::init_resolved(&resolved(rx.base_url(), OtlpProtocol::Grpc, always())).unwrap();
-        let mut rt = t.start_request(None, "responses", "POST");
+        let mut rt = t.start_request(None, None, "responses", "POST");
         rt.set_attr(attr::DECISION, "block");
         rt.set_rules(["secrets.aws"]);
         let t0 = SystemTime::now();
@@ -1287,12 +1325,12 @@ mod tests {
             ChildKind::RequestScan,
             t0,
             t0 + Duration::from_micros(250),
-            [],
+            &[],
         );
         rt.end(403);
         // A second request in its own batch: the connection is reused across exports.
         t.flush();
-        t.start_request(None, "embeddings", "POST").end(200);
+        t.start_request(None, None, "embeddings", "POST").end(200);
         t.shutdown();
         let spans = rx.wait_for_spans(3, Duration::from_secs(10));
         assert_eq!(spans.len(), 3, "{spans:#?}");
@@ -1331,7 +1369,7 @@ mod tests {
                 .then(|| "authorization=Bearer%20s3cr3t, x-tenant = blue".to_owned())
         };
         let t = Tracing::init_resolved(&cfg.resolve_with(&env).unwrap()).unwrap();
-        t.start_request(None, "chat", "POST").end(200);
+        t.start_request(None, None, "chat", "POST").end(200);
         t.flush();
         assert_eq!(rx.wait_for_spans(1, Duration::from_secs(10)).len(), 1);
         assert_eq!(
@@ -1365,12 +1403,12 @@ mod tests {
             always(),
         ))
         .unwrap();
-        let mut rt = t.start_request(None, "chat", "POST");
+        let mut rt = t.start_request(None, None, "chat", "POST");
         rt.child(
             ChildKind::Upstream,
             SystemTime::now(),
             SystemTime::now(),
-            [],
+            &[],
         );
         rt.end(200);
         t.flush();
@@ -1391,7 +1429,7 @@ mod tests {
         r.max_queue = 8;
         let t = Tracing::init_resolved(&r).unwrap();
         for _ in 0..200 {
-            t.start_request(None, "chat", "POST").end(200);
+            t.start_request(None, None, "chat", "POST").end(200);
         }
         let (dropped, _) = t.loss_counters();
         assert!(dropped >= 190, "dropped {dropped}");
@@ -1408,8 +1446,8 @@ mod tests {
             always(),
         ))
         .unwrap();
-        let a = t.start_request(None, "embeddings", "POST");
-        let b = t.start_request(Some("garbage"), "models", "GET");
+        let a = t.start_request(None, None, "embeddings", "POST");
+        let b = t.start_request(Some("garbage"), Some("rojo=1"), "models", "GET");
         let tp_a = a.upstream_traceparent().unwrap();
         assert!(
             tp_a.starts_with("00-") && tp_a.ends_with("-01") && tp_a.len() == 55,
@@ -1421,6 +1459,7 @@ mod tests {
         // an unsampled incoming parent: nothing recorded, the trace id and flag are kept
         let mut c = t.start_request(
             Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"),
+            Some("rojo=1"),
             "chat",
             "POST",
         );
@@ -1430,7 +1469,7 @@ mod tests {
             ChildKind::RequestScan,
             SystemTime::now(),
             SystemTime::now(),
-            [],
+            &[],
         );
         let tp_c = c.upstream_traceparent().unwrap();
         assert!(
@@ -1448,6 +1487,10 @@ mod tests {
             .find(|s| s.attr_str(attr::HTTP_ROUTE) == Some("embeddings"))
             .unwrap();
         assert_eq!(emb.parent_span_id, "");
+        assert!(
+            spans.iter().all(|s| s.trace_state.is_empty()),
+            "no tracestate without a valid parent"
+        );
         assert_eq!(emb.attr_str(attr::GEN_AI_OPERATION), Some("embeddings"));
         let models = spans
             .iter()
@@ -1466,7 +1509,7 @@ mod tests {
             SamplerSpec::AlwaysOff,
         ))
         .unwrap();
-        let r = t.start_request(None, "chat", "POST");
+        let r = t.start_request(None, None, "chat", "POST");
         assert!(!r.is_recording());
         assert!(r.upstream_traceparent().unwrap().ends_with("-00"));
         r.end(200);
@@ -1485,13 +1528,13 @@ mod tests {
     fn exercise_dead_collector(protocol: OtlpProtocol, endpoint: String) {
         let t = Tracing::init_resolved(&resolved(endpoint, protocol, always())).unwrap();
         for i in 0..300 {
-            let mut r = t.start_request(None, "chat", "POST");
-            r.set_attr(attr::REQUEST_ID, format!("r{i}"));
+            let mut r = t.start_request(None, None, "chat", "POST");
+            r.set_attr(attr::REQUEST_ID, format!("r{i}").as_str());
             r.child(
                 ChildKind::Upstream,
                 SystemTime::now(),
                 SystemTime::now(),
-                [],
+                &[],
             );
             r.end(200);
         }
@@ -1505,7 +1548,7 @@ mod tests {
         t.shutdown();
         t2.shutdown(); // idempotent
                        // after shutdown calls still return immediately
-        t2.start_request(None, "chat", "POST").end(200);
+        t2.start_request(None, None, "chat", "POST").end(200);
     }
 
     #[test]
@@ -1537,7 +1580,7 @@ mod tests {
                 always(),
             ))
             .unwrap();
-            t.start_request(None, "chat", "POST").end(200);
+            t.start_request(None, None, "chat", "POST").end(200);
             // shutdown blocks (bounded); run it off the async thread like the glue would
             tokio::task::spawn_blocking(move || t.shutdown())
                 .await
@@ -1572,7 +1615,7 @@ mod tests {
         };
         let t = Tracing::init(&cfg).unwrap();
         assert!(t.is_enabled());
-        t.start_request(None, "completions", "POST").end(200);
+        t.start_request(None, None, "completions", "POST").end(200);
         t.shutdown();
         let spans = rx.wait_for_spans(1, Duration::from_secs(10));
         assert_eq!(spans[0].service_name.as_deref(), Some("cfg-svc"));

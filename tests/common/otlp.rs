@@ -43,6 +43,8 @@ pub struct ReceivedSpan {
     pub span_id: String,
     /// Empty for a root span.
     pub parent_span_id: String,
+    /// W3C `tracestate` ("" when none).
+    pub trace_state: String,
     /// OTLP enum: 1 internal, 2 server, 3 client, 4 producer, 5 consumer.
     pub kind: i32,
     /// OTLP enum: 0 unset, 1 ok, 2 error.
@@ -168,6 +170,7 @@ fn ingest(store: &Mutex<Store>, req: ExportTraceServiceRequest) {
                     trace_id: hex(&s.trace_id),
                     span_id: hex(&s.span_id),
                     parent_span_id: hex(&s.parent_span_id),
+                    trace_state: s.trace_state,
                     kind: s.kind,
                     status_code: s.status.map(|x| x.code).unwrap_or(0),
                     start_unix_nano: s.start_time_unix_nano,
