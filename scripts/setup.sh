@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Idempotent set-up of everything the build and the test suite need on a Debian machine:
-# system packages (cmake for pingora's zlib-ng, wrk for load tests, redis for shared limits,
+# system packages (cmake for pingora's zlib-ng, wrk and valgrind for load tests, redis for shared limits,
 # promtool and docker-compose for deploy checks), a Python venv with the official openai SDK, and
 # the Node openai SDK under tests/node. `--build-only`: just what building and running Jimini
 # needs (cmake, pkg-config, libssl-dev, and gcc + make for the bundled jemalloc), for scripts/run.sh.
@@ -13,7 +13,7 @@ SUDO=""
 if [ "$(id -u)" != "0" ]; then SUDO="sudo"; fi
 
 want=(cmake pkg-config libssl-dev gcc make)
-[ -n "$BUILD_ONLY" ] || want+=(wrk redis-server prometheus docker-compose curl)
+[ -n "$BUILD_ONLY" ] || want+=(wrk redis-server prometheus docker-compose curl valgrind)
 missing=()
 for pkg in "${want[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -1,12 +1,14 @@
 //! OTLP/protobuf encoding of trace exports (`ExportTraceServiceRequest`), written straight from
-//! Jimini's span records into one reusable buffer: no `SpanData`, no generated message structs,
-//! no allocation per span or attribute. Field numbers follow opentelemetry-proto v1; the tests
-//! decode the bytes with the official definitions and compare with the SDK's own conversion.
+//! Jimini's span records into one reusable buffer around their attributes, which arrive already
+//! encoded (`span_attrs`): no `SpanData`, no generated message structs, no allocation per span.
+//! Field numbers follow opentelemetry-proto v1; the tests decode the bytes with the official
+//! definitions and compare with the SDK's own conversion.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::span_attrs::AttrSet;
 use bytes::Bytes;
+
+use super::span_attrs::AttrSet;
 
 const WIRE_VARINT: u64 = 0;
 const WIRE_FIXED64: u64 = 1;
