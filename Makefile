@@ -8,7 +8,7 @@ TAG ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
 PYTHON ?= .venv/bin/python
 COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 
-.PHONY: help setup build test run bench load image deploy-check sync-k8s fmt lint clean compose-up compose-down
+.PHONY: help setup build test run bench load instructions image deploy-check sync-k8s fmt lint clean compose-up compose-down
 
 help: ## list targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -30,6 +30,9 @@ bench: ## criterion benchmarks
 
 load: ## load tests (wrk) against a local Jimini
 	load-tests/run.sh
+
+instructions: ## instructions per request under callgrind, side by side (deterministic)
+	load-tests/instructions.sh
 
 image: ## build the container image $(IMAGE):$(TAG)
 	docker build -t $(IMAGE):$(TAG) .
