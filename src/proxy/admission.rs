@@ -29,11 +29,11 @@ pub async fn admit(app: &App, session: &mut Session, ctx: &mut RequestCtx) -> Op
     let context_header = |name: &str| req.headers.get(name).and_then(|v| v.to_str().ok());
     let traceparent = context_header("traceparent");
     let tracestate = traceparent.and_then(|_| context_header("tracestate"));
-    ctx.trace =
-        Some(
-            app.tracing
-                .start_request(traceparent, tracestate, ctx.endpoint.route(), &ctx.method),
-        );
+    let route = ctx.endpoint.route();
+    ctx.trace = Some(
+        app.tracing
+            .start_request(traceparent, tracestate, route, &ctx.method),
+    );
 
     // Caller identity: a Jimini caller key when configured, otherwise anonymous (or a declared
     // caller name, when keys are not required).

@@ -60,23 +60,25 @@ pub struct AttrSet {
 }
 
 /// Tags, lengths and small values before and between the copied strings of one attribute.
-/// Keys and values are clipped to [`MAX_VALUE_LEN`], so every length fits two varint bytes and
-/// the whole head of an attribute fits here.
+/// Keys and values are clipped to [`MAX_VALUE_LEN`] and lists to [`MAX_ATTRIBUTES`] items, so
+/// no length takes more than three varint bytes and a head between two flushes at most 15
+/// bytes (an int64 value: tag, ten bytes, and the three before it).
 struct Head {
-    bytes: [u8; 16],
+    bytes: [u8; 32],
     len: usize,
 }
 
 impl Head {
     fn new() -> Head {
         Head {
-            bytes: [0; 16],
+            bytes: [0; 32],
             len: 0,
         }
     }
 
     #[inline(always)]
     fn byte(&mut self, b: u8) {
+        debug_assert!(self.len < self.bytes.len(), "heads are at most 15 bytes");
         if let Some(slot) = self.bytes.get_mut(self.len) {
             *slot = b;
             self.len += 1;
