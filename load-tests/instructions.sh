@@ -20,18 +20,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS="${SECS:-10}"
-OUT="load-tests/results"
-mkdir -p "$OUT"
 command -v wrk >/dev/null && command -v valgrind >/dev/null || scripts/setup.sh
-[ -n "${SKIP_BUILD:-}" ] || cargo build --release --locked --bin jimini >/dev/null
-BIN="$PWD/target/release/jimini"
-TMP="$(mktemp -d)"
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$TMP"; }
-trap cleanup EXIT
-
-port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 1 600); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
+# shellcheck source=load-tests/common.sh
+. load-tests/common.sh
+start_harness
 
 MOCK=$(port); SINK=$(port)
 "$BIN" mock-upstream --listen "127.0.0.1:$MOCK" >/dev/null 2>&1 & PIDS+=($!)
@@ -41,26 +33,11 @@ wait_port "$MOCK"; wait_port "$SINK"
 measure() { # name inspect audit otlp metrics -> "name worker-instr/request process-instr/request requests"
   local name="$1" inspect="$2" audit="$3" otlp="$4" metrics="$5" p a vp n f t worker=0 total=0
   p=$(port); a=$(port)
-  mkdir -p "$TMP/$name"
-  cat > "$TMP/$name/jimini.yaml" <<YAML
-listen: 127.0.0.1:$p
-server: { threads: 1, grace_period_secs: 0, shutdown_timeout_secs: 1 }
-admin: { listen: 127.0.0.1:$a }
-upstreams:
-  - name: mock
-    base_url: http://127.0.0.1:$MOCK
-body: { inspect: $inspect }
-rules: { dir: $PWD/rules }
-audit: { enabled: $audit, dir: $TMP/$name/audit }
-telemetry:
-  log_level: warn
-  metrics: $metrics
-  otlp: { enabled: $otlp, protocol: http_protobuf, endpoint: "http://127.0.0.1:$SINK", sample_ratio: 1.0 }
-YAML
+  jimini_config "$TMP/$name" "$p" "$a" "$inspect" "$audit" "$otlp" 1 "$metrics"
   valgrind --tool=callgrind --separate-threads=yes --callgrind-out-file="$TMP/$name/cg" \
     "$BIN" serve -c "$TMP/$name/jimini.yaml" >"$TMP/$name/log" 2>&1 &
   vp=$!; PIDS+=("$vp")
-  wait_port "$p"
+  wait_port "$p" 600 # valgrind starts slowly
   wrk -t1 -c4 -d3s -s load-tests/chat-2k.lua "http://127.0.0.1:$p" >/dev/null # warm-up
   callgrind_control -z "$vp" >/dev/null 2>&1
   n=$(wrk -t1 -c4 -d"${SECS}s" -s load-tests/chat-2k.lua "http://127.0.0.1:$p" | awk '/requests in/ {print $1}')

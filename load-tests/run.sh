@@ -19,18 +19,10 @@ cd "$(dirname "$0")/.."
 DURATION="${DURATION:-8}"
 CONNS="${CONNS:-32}"
 ROUNDS="${ROUNDS:-3}"
-OUT="load-tests/results"
-mkdir -p "$OUT"
 command -v wrk >/dev/null || scripts/setup.sh
-[ -n "${SKIP_BUILD:-}" ] || cargo build --release --locked --bin jimini >/dev/null
-BIN="$PWD/target/release/jimini"
-TMP="$(mktemp -d)"
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$TMP"; }
-trap cleanup EXIT
-
-port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 1 200); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
+# shellcheck source=load-tests/common.sh
+. load-tests/common.sh
+start_harness
 
 MOCK=$(port)
 "$BIN" mock-upstream --listen "127.0.0.1:$MOCK" >/dev/null 2>&1 & PIDS+=($!)
@@ -38,26 +30,11 @@ wait_port "$MOCK"
 
 declare -A PID_OF # port -> Jimini pid (whose CPU time each run also measures)
 TCK=$(getconf CLK_TCK)
-# Sets PORT. Not run in $(...): the server must be a child of this shell so cleanup() stops it.
+# Sets PORT. Not run in $(...): the server must be a child of this shell so the exit trap stops it.
 start_jimini() { # name inspect(true|false) audit(true|false) otlp(true|false) [threads] [metrics]
   local name="$1" inspect="$2" audit="$3" otlp="$4" threads="${5:-1}" metrics="${6:-true}" p a
   p=$(port); a=$(port)
-  mkdir -p "$TMP/$name"
-  cat > "$TMP/$name/jimini.yaml" <<YAML
-listen: 127.0.0.1:$p
-server: { threads: $threads, grace_period_secs: 0, shutdown_timeout_secs: 1 }
-admin: { listen: 127.0.0.1:$a }
-upstreams:
-  - name: mock
-    base_url: http://127.0.0.1:$MOCK
-body: { inspect: $inspect }
-rules: { dir: $PWD/rules }
-audit: { enabled: $audit, dir: $TMP/$name/audit }
-telemetry:
-  log_level: warn
-  metrics: $metrics
-  otlp: { enabled: $otlp, protocol: http_protobuf, endpoint: "http://127.0.0.1:$SINK", sample_ratio: 1.0 }
-YAML
+  jimini_config "$TMP/$name" "$p" "$a" "$inspect" "$audit" "$otlp" "$threads" "$metrics"
   "$BIN" serve -c "$TMP/$name/jimini.yaml" >"$TMP/$name/log" 2>&1 & PIDS+=($!); PID_OF[$p]=$!
   wait_port "$p"
   PORT="$p"

@@ -1,6 +1,20 @@
-//! JSON text primitives shared by the body rewriter (`openai::json`), the audit record encoder
-//! and span attributes: the canonical string encoding, a fast scan for the end of a plain string
-//! run, and cutting a string at a character boundary.
+//! JSON text primitives shared by the body rewriter (`openai::json`), the audit record encoder,
+//! span attributes and metric keys: the canonical string encoding, a fast scan for the end of a
+//! plain string run, cutting a string at a character boundary, and decimal digits.
+
+/// `v` in decimal, written into the end of `buf` (no formatter: this runs per record).
+pub(crate) fn decimal(mut v: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    &buf[i..]
+}
 
 /// The longest prefix of `s` of at most `max` bytes that ends on a character boundary.
 pub(crate) fn clip(s: &str, max: usize) -> &str {
@@ -121,6 +135,14 @@ fn plain_run_end_swar(b: &[u8], mut i: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decimal_matches_the_formatter() {
+        let mut buf = [0u8; 20];
+        for v in [0, 7, 10, 200, 65_535, 1 << 40, u64::MAX] {
+            assert_eq!(decimal(v, &mut buf), v.to_string().as_bytes());
+        }
+    }
 
     #[test]
     fn push_json_str_matches_serde() {

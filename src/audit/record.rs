@@ -161,18 +161,8 @@ pub fn format_ts(ts: &DateTime<Utc>) -> String {
 
 pub(crate) use crate::json_text::push_json_str;
 
-pub(crate) fn push_u64(out: &mut Vec<u8>, mut v: u64) {
-    let mut buf = [0u8; 20];
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&buf[i..]);
+pub(crate) fn push_u64(out: &mut Vec<u8>, v: u64) {
+    out.extend_from_slice(crate::json_text::decimal(v, &mut [0u8; 20]));
 }
 
 pub(crate) use crate::json_text::clip;

@@ -223,24 +223,6 @@ impl SeriesMemo {
     }
 }
 
-/// Appends `n` in decimal (a status code, per request: no formatter).
-fn push_decimal(out: &mut String, n: u16) {
-    let mut digits = [0u8; 5];
-    let mut at = digits.len();
-    let mut rest = n;
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (rest % 10) as u8;
-        rest /= 10;
-        if rest == 0 {
-            break;
-        }
-    }
-    for &d in &digits[at..] {
-        out.push(char::from(d));
-    }
-}
-
 /// All Jimini metrics. Cheap to clone; `Send + Sync`.
 #[derive(Clone)]
 pub struct Metrics {
@@ -472,7 +454,10 @@ impl Metrics {
             let mut memo = memo.borrow_mut();
             let memo = memo.for_owner(i.id);
             memo.set_key(&[o.route, o.upstream, o.decision]);
-            push_decimal(&mut memo.key, o.status);
+            let mut digits = [0u8; 20];
+            let status = crate::json_text::decimal(u64::from(o.status), &mut digits);
+            memo.key
+                .push_str(std::str::from_utf8(status).unwrap_or_default());
             let series = match memo.requests.get_mut(memo.key.as_str()) {
                 Some(series) => series,
                 None => {
@@ -802,15 +787,6 @@ mod tests {
     }
 
     use super::*;
-
-    #[test]
-    fn status_keys_are_decimal() {
-        for n in [0u16, 7, 42, 200, 404, 599, 65535] {
-            let mut key = String::from("x");
-            push_decimal(&mut key, n);
-            assert_eq!(key, format!("x{n}"));
-        }
-    }
 
     fn line_value(text: &str, prefix: &str) -> Option<f64> {
         text.lines()

@@ -155,16 +155,7 @@ impl AttrSet {
             SpanValue::Str(s) => SpanValue::Str(clip(s, MAX_VALUE_LEN)),
             v => v,
         };
-        let any = scalar_len(value);
-        let body = str_field_len(1, key) + field_len(2, any);
-        let out = &mut self.encoded;
-        out.reserve(field_len(SPAN_ATTRIBUTES, body));
-        let mut head = Head::new();
-        head.byte(TAG_SPAN_ATTRIBUTE);
-        head.varint(body as u64);
-        Self::key(&mut head, out, key);
-        head.byte(TAG_VALUE);
-        head.varint(any as u64);
+        let (mut head, out) = self.begin(key, scalar_len(value));
         match value {
             SpanValue::Str(s) => {
                 head.byte(TAG_STRING);
@@ -191,15 +182,26 @@ impl AttrSet {
         head.flush_into(out);
     }
 
-    /// The key field (left out when empty, as proto3 does), after what `head` holds.
+    /// Writes an attribute up to its value: the field's tag and length, the key (left out when
+    /// empty, as proto3 does), the value's tag and its `any`-byte length. The caller writes the
+    /// value through the returned head and buffer.
     #[inline(always)]
-    fn key(head: &mut Head, out: &mut Vec<u8>, key: &str) {
+    fn begin(&mut self, key: &str, any: usize) -> (Head, &mut Vec<u8>) {
+        let body = str_field_len(1, key) + field_len(2, any);
+        let out = &mut self.encoded;
+        out.reserve(field_len(SPAN_ATTRIBUTES, body));
+        let mut head = Head::new();
+        head.byte(TAG_SPAN_ATTRIBUTE);
+        head.varint(body as u64);
         if !key.is_empty() {
             head.byte(TAG_KEY);
             head.varint(key.len() as u64);
             head.flush_into(out);
             out.extend_from_slice(key.as_bytes());
         }
+        head.byte(TAG_VALUE);
+        head.varint(any as u64);
+        (head, out)
     }
 
     /// Adds a string-list attribute (items clipped; at most [`MAX_ATTRIBUTES`] of them).
@@ -220,16 +222,7 @@ impl AttrSet {
             .clone()
             .map(|s| field_len(1, field_len(1, s.len())))
             .sum();
-        let any = field_len(5, array);
-        let body = str_field_len(1, key) + field_len(2, any);
-        let out = &mut self.encoded;
-        out.reserve(field_len(SPAN_ATTRIBUTES, body));
-        let mut head = Head::new();
-        head.byte(TAG_SPAN_ATTRIBUTE);
-        head.varint(body as u64);
-        Self::key(&mut head, out, key);
-        head.byte(TAG_VALUE);
-        head.varint(any as u64);
+        let (mut head, out) = self.begin(key, field_len(5, array));
         head.byte(TAG_ARRAY);
         head.varint(array as u64);
         for s in items {
