@@ -2,9 +2,10 @@
 //! (server) with `jimini.request_scan`, `jimini.upstream` (client) and `jimini.response_scan`
 //! children, GenAI semantic-convention attributes and W3C `traceparent` propagation upstream.
 //!
-//! The request thread only fills a small record (ids, timestamps, typed attributes: no
-//! OpenTelemetry types, a few allocations per trace) and hands it over with one non-blocking
-//! `try_send` when the request ends (full queue = trace dropped, counted).
+//! The request thread only fills a small record (ids, timestamps, attributes encoded as OTLP
+//! bytes when set by `span_attrs`: no OpenTelemetry types, three allocations per sampled trace)
+//! and hands it over with one non-blocking `try_send` when the request ends (full queue = trace
+//! dropped, counted).
 //! The `jimini-spans` thread batches and exports; it polls the queue instead of parking on it so
 //! that a send never has to wake it. OTLP/HTTP batches are encoded straight from the records
 //! (`otlp_wire`); gRPC goes through the SDK's tonic exporter on a dedicated current-thread Tokio
