@@ -71,18 +71,12 @@ pub fn keep_tracestate(header: &str) -> Option<&str> {
 
 /// `00-<trace id>-<span id>-<flags>` into a stack buffer: no formatter, no allocation.
 pub fn format_traceparent(trace_id: [u8; 16], span_id: [u8; 8], sampled: bool) -> [u8; 55] {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut buf = [b'-'; 55];
     buf[..2].copy_from_slice(b"00");
-    let mut put = |at: usize, bytes: &[u8]| {
-        for (i, b) in bytes.iter().enumerate() {
-            buf[at + 2 * i] = HEX[usize::from(b >> 4)];
-            buf[at + 2 * i + 1] = HEX[usize::from(b & 0x0f)];
-        }
-    };
-    put(3, &trace_id);
-    put(36, &span_id);
-    put(53, &[u8::from(sampled)]);
+    let mut ok = hex::encode_to_slice(trace_id, &mut buf[3..35]).is_ok();
+    ok &= hex::encode_to_slice(span_id, &mut buf[36..52]).is_ok();
+    ok &= hex::encode_to_slice([u8::from(sampled)], &mut buf[53..55]).is_ok();
+    debug_assert!(ok, "buffer sized for the ids");
     buf
 }
 
@@ -91,10 +85,10 @@ pub fn format_traceparent(trace_id: [u8; 16], span_id: [u8; 8], sampled: bool) -
 pub enum Sampling {
     AlwaysOn,
     AlwaysOff,
-    /// Root traces whose id falls under this bound (of 2^63) are sampled.
+    /// Root traces whose id falls under this bound (of 2^63) are sampled; a ratio of 1 or
+    /// more gives a bound of 2^63 or more, which every id is under.
     Ratio {
         upper_bound: u64,
-        all: bool,
     },
     /// A parent's sampled flag decides; without a parent, the inner policy does.
     ParentBased(Box<Sampling>),
@@ -109,7 +103,6 @@ impl Sampling {
             // there: the trace id's low 8 bytes, shifted to 63 bits, under ratio * 2^63.
             SamplerSpec::Ratio(r) => Sampling::Ratio {
                 upper_bound: (r.max(0.0) * (1u64 << 63) as f64) as u64,
-                all: *r >= 1.0,
             },
             SamplerSpec::ParentBased(inner) => {
                 Sampling::ParentBased(Box::new(Sampling::from_spec(inner)))
@@ -122,10 +115,10 @@ impl Sampling {
         match self {
             Sampling::AlwaysOn => true,
             Sampling::AlwaysOff => false,
-            Sampling::Ratio { upper_bound, all } => {
+            Sampling::Ratio { upper_bound } => {
                 let mut low = [0u8; 8];
                 low.copy_from_slice(&trace_id[8..]);
-                *all || (u64::from_be_bytes(low) >> 1) < *upper_bound
+                (u64::from_be_bytes(low) >> 1) < *upper_bound
             }
             Sampling::ParentBased(root) => match parent {
                 Some(p) => p.sampled,
